@@ -1,0 +1,1 @@
+"""Clients role: publishing samples, the HTTP prediction client, and the ``digitstream`` CLI."""

@@ -1,0 +1,1 @@
+"""digitstream: the shared core (learner, wire contract, settings, datasets)."""

@@ -1,0 +1,226 @@
+"""The wire contract: Redis key names, stream entry fields, and the sample codec.
+
+This module sits at the bottom of the project: it imports only the standard library and numpy,
+so any role (and any client in any language, through the README) can follow it.
+
+Redis layout for a model named ``M`` (default ``digitstream``)::
+
+    M:samples                 stream   labelled samples: fields pixels, label (+ ignored extras)
+    M:deadletter              stream   rejected entries: original fields + original_id + reason
+    M:snapshot:latest         string   version number of the newest snapshot
+    M:snapshot:versions       zset     kept versions (score = version)
+    M:snapshot:<version>      hash     "meta" (JSON) + "array:<name>" (raw little-endian bytes)
+    M:snapshot:events         pub/sub  JSON {"version": n} published when a snapshot is written
+    M:worker:lease            string   id of the one active worker, with an expiry (PX)
+    M:worker:status           string   JSON health of the active worker (lag, faults), with expiry
+    M:prediction:<id>         string   a served prediction's 784 pixels, kept for feedback (TTL)
+
+Stream entry (canonical form): ``pixels`` = 784 raw bytes, row-major 28x28, 0 = background;
+``label`` = one ASCII digit. ``pixels`` may also be a JSON array text of 784 integers 0..255.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+N_PIXELS = 784
+IMAGE_SHAPE = (28, 28)
+
+FIELD_PIXELS = b"pixels"
+FIELD_LABEL = b"label"
+FIELD_ORIGINAL_ID = b"original_id"
+FIELD_REASON = b"reason"
+
+#: Entries larger than this (all field names and values together) are rejected unread: a JSON
+#: pixel array of 784 three-digit numbers is ~3.1 KB, so 16 KiB leaves room for extra fields.
+MAX_ENTRY_BYTES = 16 * 1024
+
+_LABELS = {str(d).encode(): d for d in range(10)}
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Every Redis key of one model; build with :meth:`for_model`."""
+
+    model: str
+    samples: str
+    deadletter: str
+
+    @classmethod
+    def for_model(cls, model: str = "digitstream", samples: str | None = None, deadletter: str | None = None) -> Keys:
+        return cls(model, samples or f"{model}:samples", deadletter or f"{model}:deadletter")
+
+    @property
+    def snapshot_latest(self) -> str:
+        return f"{self.model}:snapshot:latest"
+
+    @property
+    def snapshot_versions(self) -> str:
+        return f"{self.model}:snapshot:versions"
+
+    @property
+    def snapshot_events(self) -> str:
+        return f"{self.model}:snapshot:events"
+
+    def snapshot(self, version: int) -> str:
+        return f"{self.model}:snapshot:{version}"
+
+    @property
+    def snapshot_prefix(self) -> str:
+        return f"{self.model}:snapshot:"
+
+    @property
+    def lease(self) -> str:
+        return f"{self.model}:worker:lease"
+
+    @property
+    def worker_status(self) -> str:
+        return f"{self.model}:worker:status"
+
+    def prediction(self, prediction_id: str) -> str:
+        return f"{self.model}:prediction:{prediction_id}"
+
+
+class InvalidSample(ValueError):
+    """A sample that breaks the stream protocol; the message is the human-readable reason."""
+
+
+def validate_pixels(pixels: object) -> np.ndarray:
+    """Pixels as a (784,) uint8 array; accepts 784 bytes, or 784 / 28x28 integers 0..255."""
+    if isinstance(pixels, bytes | bytearray | memoryview):
+        raw = bytes(pixels)
+        if len(raw) != N_PIXELS:
+            raise InvalidSample(f"pixels: expected {N_PIXELS} bytes, got {len(raw)}")
+        return np.frombuffer(raw, dtype=np.uint8).copy()
+    arr = np.asarray(pixels)
+    if arr.dtype == object or arr.dtype.kind not in "iub":
+        if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.array_equal(arr, np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise InvalidSample("pixels: must be integers 0..255")
+    if arr.shape == IMAGE_SHAPE:
+        arr = arr.reshape(N_PIXELS)
+    if arr.shape != (N_PIXELS,):
+        raise InvalidSample(f"pixels: expected {N_PIXELS} values (or 28x28), got shape {list(arr.shape)}")
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
+        raise InvalidSample("pixels: values must be in 0..255")
+    return arr.astype(np.uint8)
+
+
+def validate_label(label: object) -> int:
+    """A label as an int 0..9; accepts ints and one-digit strings/bytes."""
+    if isinstance(label, bytes | bytearray):
+        value = _LABELS.get(bytes(label))
+    elif isinstance(label, str):
+        value = _LABELS.get(label.encode("utf-8", "replace"))
+    elif isinstance(label, bool):
+        value = None
+    elif isinstance(label, int | np.integer):
+        value = int(label) if 0 <= int(label) <= 9 else None
+    else:
+        value = None
+    if value is None:
+        raise InvalidSample(f"label: must be one digit 0-9, got {_show(label)}")
+    return value
+
+
+def encode_sample(pixels: object, label: object) -> dict[bytes, bytes]:
+    """Stream fields of one sample in canonical form (validated first)."""
+    return {FIELD_PIXELS: validate_pixels(pixels).tobytes(), FIELD_LABEL: b"%d" % validate_label(label)}
+
+
+def decode_entry(fields: dict[bytes, bytes]) -> tuple[np.ndarray, int]:
+    """(pixels (784,) uint8, label) of one stream entry, or InvalidSample with the reason."""
+    size = sum(len(k) + len(v) for k, v in fields.items())
+    if size > MAX_ENTRY_BYTES:
+        raise InvalidSample(f"entry too large: {size} bytes (limit {MAX_ENTRY_BYTES})")
+    if FIELD_LABEL not in fields:
+        raise InvalidSample("missing field 'label'")
+    if FIELD_PIXELS not in fields:
+        raise InvalidSample("missing field 'pixels'")
+    label = validate_label(fields[FIELD_LABEL])
+    raw = fields[FIELD_PIXELS]
+    if len(raw) == N_PIXELS:
+        return np.frombuffer(raw, dtype=np.uint8).copy(), label
+    return _decode_json_pixels(raw), label
+
+
+def _decode_json_pixels(raw: bytes) -> np.ndarray:
+    if not raw.lstrip()[:1] == b"[":
+        raise InvalidSample(
+            f"pixels: expected {N_PIXELS} raw bytes or a JSON array of {N_PIXELS} integers, got {len(raw)} bytes"
+        )
+    try:
+        values = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidSample(f"pixels: not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(values, list) or not all(type(v) is int for v in values):
+        raise InvalidSample("pixels: JSON array must hold integers only")
+    if len(values) != N_PIXELS:
+        raise InvalidSample(f"pixels: expected {N_PIXELS} integers, got {len(values)}")
+    if any(v < 0 or v > 255 for v in values):
+        raise InvalidSample("pixels: values must be in 0..255")
+    return np.array(values, dtype=np.uint8)
+
+
+@dataclass
+class DecodedBatch:
+    """A batch of stream entries split into learnable samples (in stream order) and rejects."""
+
+    ids: list[bytes]
+    images: np.ndarray  # (n, 784) uint8
+    labels: np.ndarray  # (n,) int64
+    rejects: list[tuple[bytes, dict[bytes, bytes], str]] = field(default_factory=list)
+    last_id: bytes | None = None  # of the whole read, learned or rejected
+
+
+def decode_entries(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> DecodedBatch:
+    """Decode a stream read; the fast path handles canonical entries without a per-pixel loop."""
+    ids: list[bytes] = []
+    chunks: list[bytes] = []
+    labels: list[int] = []
+    rejects: list[tuple[bytes, dict[bytes, bytes], str]] = []
+    labels_get = _LABELS.get
+    for entry_id, fields in entries:
+        raw = fields.get(FIELD_PIXELS)
+        label = labels_get(fields.get(FIELD_LABEL, b""))
+        if raw is not None and len(raw) == N_PIXELS and label is not None and len(fields) == 2:
+            ids.append(entry_id)
+            chunks.append(raw)
+            labels.append(label)
+            continue
+        try:
+            pixels, value = decode_entry(fields)
+        except InvalidSample as exc:
+            rejects.append((entry_id, fields, str(exc)))
+            continue
+        ids.append(entry_id)
+        chunks.append(pixels.tobytes())
+        labels.append(value)
+    images = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(len(chunks), N_PIXELS)
+    last_id = entries[-1][0] if entries else None
+    return DecodedBatch(ids, images, np.array(labels, dtype=np.int64), rejects, last_id)
+
+
+def deadletter_fields(entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> dict[bytes, bytes]:
+    """Dead-letter entry: the original fields plus the original id and the reason."""
+    out = {k: v for k, v in fields.items() if k not in (FIELD_ORIGINAL_ID, FIELD_REASON)}
+    out[FIELD_ORIGINAL_ID] = entry_id
+    out[FIELD_REASON] = reason.encode("utf-8")
+    return out
+
+
+def parse_id(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream id ``ms-seq`` as a sortable pair."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,117 @@
+"""One settings object for every role, from ``DIGITSTREAM_*`` env vars and CLI overrides.
+
+Built by :func:`load_settings` at each entry point and passed in; never created at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .learner import HyperParameters, Rule, Schedule
+from .protocol import Keys
+
+ENV_PREFIX = "DIGITSTREAM_"
+
+
+class SettingsError(ValueError):
+    """Invalid configuration; the message names each bad setting and its env var."""
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the worker, the service and the clients."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    # -- Redis and keys -------------------------------------------------------------------
+    redis_url: SecretStr = Field(SecretStr("redis://localhost:6379/0"), description="redis:// or rediss:// URL")
+    model_name: str = Field("digitstream", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="prefix of all keys")
+    stream_key: str | None = Field(None, description="samples stream (default <model>:samples)")
+    deadletter_key: str | None = Field(None, description="dead-letter stream (default <model>:deadletter)")
+
+    # -- learner --------------------------------------------------------------------------
+    rule: Rule = "softmax"
+    learning_rate: float | None = Field(None, gt=0, description="default: the rule's own")
+    schedule: Schedule | None = None
+    decay: float | None = Field(None, gt=0)
+    power: float | None = Field(None, ge=0)
+    averaging: bool | None = None
+    average_power: float | None = Field(None, ge=0)
+
+    # -- worker ---------------------------------------------------------------------------
+    batch_size: int = Field(1000, ge=1, le=100_000, description="entries per blocking stream read")
+    block_ms: int = Field(200, ge=1, le=60_000, description="how long one read waits for new entries")
+    snapshot_every: int = Field(100_000, ge=1, description="samples between snapshots")
+    snapshot_interval: float = Field(0.5, gt=0, le=3600, description="seconds between snapshots")
+    keep_versions: int = Field(10, ge=1, le=1000, description="snapshot versions kept for rollback")
+    retention_max_len: int = Field(100_000, ge=0, description="learned entries kept in the stream")
+    retention_max_age: float | None = Field(None, gt=0, description="seconds learned entries are kept")
+    lease_ttl: float = Field(3.0, gt=0.1, le=600, description="seconds before a dead worker's lease expires")
+    rolling_window: int = Field(1000, ge=1, description="samples in the rolling accuracy")
+
+    # -- service --------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: SecretStr | None = Field(None, description="required for mutating endpoints when set")
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_batch: int = Field(10_000, ge=1, description="images per /predict/batch request")
+    prediction_ttl: float = Field(3600.0, gt=0, description="seconds a prediction is kept for feedback")
+    poll_interval: float = Field(0.5, gt=0, description="snapshot polling fallback (seconds)")
+
+    # -- data -----------------------------------------------------------------------------
+    data_dir: Path | None = None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr) -> SecretStr:
+        url = urlsplit(value.get_secret_value())
+        if url.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _check_learner(self) -> Settings:
+        self.hyper_parameters()  # raises ValueError naming the bad parameter
+        return self
+
+    @property
+    def keys(self) -> Keys:
+        return Keys.for_model(self.model_name, self.stream_key, self.deadletter_key)
+
+    def hyper_parameters(self) -> HyperParameters:
+        return HyperParameters.for_rule(
+            self.rule,
+            learning_rate=self.learning_rate,
+            schedule=self.schedule,
+            decay=self.decay,
+            power=self.power,
+            averaging=self.averaging,
+            average_power=self.average_power,
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment with explicit overrides (``None`` means "not given")."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = ".".join(str(p) for p in error["loc"]) or "settings"
+            env = f" ({ENV_PREFIX}{name.upper()})" if error["loc"] else ""
+            problems.append(f"{name}{env}: {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+def redis_url(settings: Settings) -> str:
+    return settings.redis_url.get_secret_value()
+
+
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings", "redis_url"]
+

@@ -1,0 +1,1 @@
+"""Service role: the FastAPI app serving predictions from the newest snapshot."""
