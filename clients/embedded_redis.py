@@ -109,10 +109,10 @@ class RedisServer:
                 try:
                     if client.ping():
                         return self
-                except redis.RedisError:
+                except redis.RedisError as exc:
                     if time.monotonic() > deadline:
                         self.stop()
-                        raise RedisServerError(f"redis-server did not answer in {timeout}s: {self._log_tail()}")
+                        raise RedisServerError(f"no answer in {timeout}s: {self._log_tail()}") from exc
                     time.sleep(0.02)
         finally:
             client.close()
