@@ -21,7 +21,7 @@ from .protocol import SCHEMA_VERSION
 META_FIELD = b"meta"
 VERSION_FIELD = b"version"  # when present, overrides meta["version"] (the store assigns versions)
 ARRAY_PREFIX = b"array:"
-_DTYPES = {"<f8": np.dtype("<f8"), "<i8": np.dtype("<i8"), "|u1": np.dtype("u1")}
+_DTYPES: dict[str, np.dtype[Any]] = {"<f8": np.dtype("<f8"), "<i8": np.dtype("<i8"), "|u1": np.dtype("u1")}
 _MAX_ELEMENTS = 10_000_000
 
 
@@ -115,4 +115,5 @@ def _decode_array(name: str, spec: Any, fields: dict[bytes, bytes]) -> np.ndarra
     if raw is None or len(raw) != expected:
         got = "nothing" if raw is None else f"{len(raw)} bytes"
         raise SnapshotError(f"array {name!r}: expected {expected} bytes, got {got}")
-    return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    array: np.ndarray = np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    return array

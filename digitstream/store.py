@@ -119,7 +119,7 @@ def read_snapshot(client: redis.Redis, keys: Keys, version: int | None = None) -
         version = latest_version(client, keys)
         if version is None:
             return None
-    fields = client.hgetall(keys.snapshot(version))
+    fields: dict[bytes, bytes] = client.hgetall(keys.snapshot(version))  # type: ignore[assignment]
     if not fields:
         return None
     return decode_snapshot(fields)
@@ -127,7 +127,8 @@ def read_snapshot(client: redis.Redis, keys: Keys, version: int | None = None) -
 
 def list_versions(client: redis.Redis, keys: Keys) -> list[int]:
     """Kept versions, oldest first."""
-    return [int(v) for v in client.zrange(keys.snapshot_versions, 0, -1)]
+    members: list[bytes] = client.zrange(keys.snapshot_versions, 0, -1)  # type: ignore[assignment]
+    return [int(v) for v in members]
 
 
 def parse_event(message: bytes | str) -> int:

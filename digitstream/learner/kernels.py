@@ -22,6 +22,7 @@ import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numba
 import numpy as np
@@ -42,7 +43,21 @@ def _rate(eta0: float, schedule: int, decay: float, power: float, t: float) -> f
     """Learning rate for the update numbered ``t`` (0-based count of earlier updates)."""
     if schedule == SCHEDULE_CONSTANT:
         return eta0
-    return eta0 / (1.0 + t / decay) ** power
+    return eta0 / _power(1.0 + t / decay, power)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _power(x: float, p: float) -> float:
+    """``x ** p`` with the common exponents computed without a libm call (per-sample cost)."""
+    if p == 0.0:
+        return 1.0
+    if p == 1.0:
+        return x
+    if p == 2.0:
+        return x * x
+    if p == 0.5:
+        return math.sqrt(x)
+    return x**p
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -110,7 +125,7 @@ def learn_loop(
             if use_bias:
                 _sub_vec(bias, delta)
         if averaging:
-            norm[0] += (t + 1.0) ** average_power
+            norm[0] += _power(t + 1.0, average_power)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -253,12 +268,13 @@ def _slp_vectoriser() -> Iterator[None]:
     It fuses the written-out 10-wide row operations above into SIMD instructions: about 3x
     faster per-sample updates. numba reads this setting for each compile, so it is restored after.
     """
-    previous = numba.config.SLP_VECTORIZE
-    numba.config.SLP_VECTORIZE = 1
+    config: Any = numba.config
+    previous = config.SLP_VECTORIZE
+    config.SLP_VECTORIZE = 1
     try:
         yield
     finally:
-        numba.config.SLP_VECTORIZE = previous
+        config.SLP_VECTORIZE = previous
 
 
 def ensure_compiled() -> None:

@@ -130,14 +130,15 @@ class DeltaRuleLearner:
         """Class probabilities, shape (n, 10), rows summing to 1.
 
         Softmax rule: the softmax of the scores. Seed (identity) rule: its scores estimate the
-        one-hot target by least squares, so they are clipped to [0, 1] and normalised (uniform
-        when all are zero).
+        one-hot target by least squares, so their positive parts are normalised (the softmax
+        when none is positive). Either way the most probable digit is the predicted one.
         """
         return scores_to_proba(self.scores_many(images), self.params.rule)
 
     def predict_many(self, images: Any) -> np.ndarray:
         """Predicted digits (first maximum score on ties), shape (n,)."""
-        return np.argmax(self.scores_many(images), axis=1)
+        predicted: np.ndarray = np.argmax(self.scores_many(images), axis=1)
+        return predicted
 
     def predict_one(self, image: Any) -> int:
         return int(self.predict_many(np.asarray(image).reshape(1, -1))[0])
@@ -206,9 +207,19 @@ def pixel_values(params: HyperParameters) -> np.ndarray:
 def scores_to_proba(scores: np.ndarray, rule: str) -> np.ndarray:
     """Probabilities from raw scores (see ``DeltaRuleLearner.predict_proba_many``)."""
     if rule == "softmax":
-        shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
-    clipped = np.clip(scores, 0.0, 1.0)
-    totals = clipped.sum(axis=1, keepdims=True)
-    uniform = np.full_like(clipped, 1.0 / N_CLASSES)
-    return np.where(totals > 0, clipped / np.where(totals > 0, totals, 1.0), uniform)
+        return _softmax(scores)
+    # Identity rule: scores estimate the one-hot target; keep their positive part, normalised
+    # (order-preserving, so the most probable digit is the predicted one). Rows with no
+    # positive score fall back to the softmax, which preserves the order too.
+    positive = np.maximum(scores, 0.0)
+    totals = positive.sum(axis=1, keepdims=True)
+    has_positive = totals[:, 0] > 0
+    out = _softmax(scores)
+    out[has_positive] = positive[has_positive] / totals[has_positive]
+    return out
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    proba: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
+    return proba
