@@ -262,3 +262,16 @@ def test_river_dict_and_mini_batch_methods_agree_with_the_numpy_api(mnist_train)
     with pytest.raises(ValueError, match="pixel"):
         model.predict_one({"colour": 3})
     assert model.clone().learner.n_samples == 0
+
+
+def test_inputs_from_bytes_use_the_vectorised_kernels_compiled_up_front() -> None:
+    """np.frombuffer arrays are read-only: a new numba signature would compile without SIMD."""
+    from digitstream.learner import kernels
+
+    learner = DeltaRuleLearner()
+    compiled = len(kernels.learn_loop.signatures), len(kernels.score_loop.signatures)
+    images = np.frombuffer(RANDOM_IMAGES[:20].astype(np.uint8).tobytes(), dtype=np.uint8).reshape(20, 784)
+    learner.learn_many(images, RANDOM_LABELS[:20])
+    learner.predict_many(images)
+    learner.learn_many(RANDOM_IMAGES[20:40], RANDOM_LABELS[20:40])
+    assert (len(kernels.learn_loop.signatures), len(kernels.score_loop.signatures)) == compiled

@@ -287,14 +287,18 @@ def ensure_compiled() -> None:
     with _compile_lock:
         if _compiled:
             return
-        images = np.zeros((1, N_PIXELS), dtype=np.uint8)
+        writable = np.zeros((1, N_PIXELS), dtype=np.uint8)
+        readonly = writable.copy()
+        readonly.flags.writeable = False  # e.g. np.frombuffer over bytes read from Redis
         wt = np.zeros((N_PIXELS, N_CLASSES))
         vec = np.zeros(N_CLASSES)
         with _slp_vectoriser():
-            learn_loop(
-                wt, vec, wt.copy(), vec.copy(), np.ones(1), images, images.view(np.uint64),
-                np.zeros(1, dtype=np.int64), np.zeros(256), SOFTMAX, True, True, 1.0, 0.1,
-                SCHEDULE_CONSTANT, 1.0, 1.0, 0, np.zeros(1, dtype=np.int8),
-            )  # fmt: skip
-            score_loop(wt, vec, images, images.view(np.uint64), np.zeros(256), True, np.zeros((1, N_CLASSES)))
+            for images in (writable, readonly):
+                learn_loop(
+                    wt, vec, wt.copy(), vec.copy(), np.ones(1), images, images.view(np.uint64),
+                    np.zeros(1, dtype=np.int64), np.zeros(256), SOFTMAX, True, True, 1.0, 0.1,
+                    SCHEDULE_CONSTANT, 1.0, 1.0, 0, np.zeros(1, dtype=np.int8),
+                )  # fmt: skip
+                out = np.zeros((1, N_CLASSES))
+                score_loop(wt, vec, images, images.view(np.uint64), np.zeros(256), True, out)
         _compiled = True

@@ -1,0 +1,194 @@
+"""Learner comparison, side by side in one run: samples/s and accuracy on the same MNIST stream.
+
+Every learner sees the training stream in order, predicting each sample before learning it
+(prequential); the slow ones see a prefix only. Timings are medians over repetitions taken in
+alternation, so a noisy neighbour slows all of them alike; the table reports ratios to this
+project's learner.
+
+    python benchmarks/learners.py [--data DIR] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digitstream.datasets import find_mnist, load_mnist
+from digitstream.learner import DeltaRuleLearner, HyperParameters
+from digitstream.learner.reference import numpy_loop, pure_python_seed
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    name: str
+    samples: int
+    seconds: list[float] = field(default_factory=list)
+    prequential: float | None = None
+    test: float | None = None
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (samples seen, prequential accuracy so far)
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.samples / statistics.median(self.seconds)
+
+
+def prequential_curve(correct: np.ndarray, points: int = 60) -> list[tuple[int, float]]:
+    """Cumulative prequential accuracy at ~``points`` evenly spaced sample counts."""
+    cumulative = np.cumsum(correct) / np.arange(1, len(correct) + 1)
+    marks = np.unique(np.linspace(1, len(correct), points).astype(int))
+    return [(int(m), float(cumulative[m - 1])) for m in marks]
+
+
+def ours(rule: str) -> Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], dict[str, Any]]:
+    def run(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray) -> dict[str, Any]:
+        learner = DeltaRuleLearner(HyperParameters.for_rule(rule))  # type: ignore[arg-type]
+        start = time.perf_counter()
+        predictions = learner.learn_many(x, y)
+        seconds = time.perf_counter() - start
+        test = float(np.mean(learner.predict_many(xt) == yt))
+        return {"seconds": seconds, "correct": predictions == y, "test": test}
+
+    return run
+
+
+def numpy_loop_seed(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray) -> dict[str, Any]:
+    start = time.perf_counter()
+    _, _, predictions = numpy_loop(HyperParameters.for_rule("seed"), x, y)
+    return {"seconds": time.perf_counter() - start, "correct": predictions == y}
+
+
+def pure_python(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray) -> dict[str, Any]:
+    images, labels = x.tolist(), y.tolist()
+    start = time.perf_counter()
+    pure_python_seed(images, labels, epochs=1)
+    return {"seconds": time.perf_counter() - start}
+
+
+def river_model(kind: str) -> Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], dict[str, Any]]:
+    def run(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray) -> dict[str, Any]:
+        from river import linear_model, multiclass
+
+        model: Any = (
+            linear_model.SoftmaxRegression()
+            if kind == "softmax"
+            else multiclass.OneVsRestClassifier(linear_model.LogisticRegression())
+        )
+        rows = [{j: v / 255.0 for j, v in enumerate(image) if v} for image in x.tolist()]
+        correct = np.zeros(len(y), dtype=bool)
+        start = time.perf_counter()
+        for i, (row, label) in enumerate(zip(rows, y.tolist(), strict=True)):
+            correct[i] = model.predict_one(row) == label
+            model.learn_one(row, label)
+        return {"seconds": time.perf_counter() - start, "correct": correct}
+
+    return run
+
+
+def vowpal_wabbit(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray) -> dict[str, Any]:
+    from vowpalwabbit import pyvw
+
+    def line(image: list[int], label: int | None) -> str:
+        features = " ".join(f"{j}:{v / 255.0:.6f}" for j, v in enumerate(image) if v)
+        return f"{'' if label is None else label + 1} | {features}"
+
+    lines = [line(image, label) for image, label in zip(x.tolist(), y.tolist(), strict=True)]
+    vw = pyvw.Workspace("--oaa 10 --quiet")
+    correct = np.zeros(len(y), dtype=bool)
+    start = time.perf_counter()
+    for i, text in enumerate(lines):
+        example = vw.parse(text)
+        correct[i] = vw.predict(example) == y[i] + 1
+        vw.learn(example)
+        vw.finish_example(example)
+    seconds = time.perf_counter() - start
+    test_correct = 0
+    for image, label in zip(xt.tolist(), yt.tolist(), strict=True):
+        test_correct += vw.predict(line(image, None)) == label + 1
+    vw.finish()
+    return {"seconds": seconds, "correct": correct, "test": test_correct / len(yt)}
+
+
+def run(data_dir: Path | None = None, repeats: int = 5, quick: bool = False) -> dict[str, Any]:
+    """Run the comparison; returns {"results": [Result...], "train_size": n}."""
+    directory = find_mnist(data_dir, download=False)
+    train, test = load_mnist(directory, "train"), load_mnist(directory, "test")
+    x, y, xt, yt = train.images, train.labels.astype(np.int64), test.images, test.labels
+    n = len(y)
+    plan: list[tuple[str, int, Callable[..., dict[str, Any]], str]] = [
+        ("digitstream softmax (exact per-sample)", n, ours("softmax"), ""),
+        ("digitstream seed (exact per-sample)", n, ours("seed"), ""),
+        ("numpy loop, seed rule", 2000 if quick else 5000, numpy_loop_seed, "one sample per Python iteration"),
+        ("the post's pure Python, seed rule", 100 if quick else 300, pure_python, "lists of floats"),
+        ("river SoftmaxRegression", 1000 if quick else 3000, river_model("softmax"), "river 0.26 defaults"),
+        ("river OneVsRest(LogisticRegression)", 1000 if quick else 3000, river_model("ovr"), "river 0.26 defaults"),
+    ]
+    try:
+        import vowpalwabbit  # noqa: F401
+
+        plan.append(("Vowpal Wabbit --oaa 10 (pyvw)", n, vowpal_wabbit, "predict + learn per example"))
+    except ImportError:
+        plan.append(("Vowpal Wabbit --oaa 10 (pyvw)", 0, pure_python, "skipped: pip install vowpalwabbit"))
+    ours("softmax")(x[:10], y[:10], xt[:10], yt[:10])  # compile (or load the cache) outside the timings
+    results = [Result(name, size, note=note) for name, size, _, note in plan]
+    slow_repeats = 1 if quick else max(1, repeats // 2)
+    for r in range(repeats):
+        for result, (_, size, fn, _) in zip(results, plan, strict=True):
+            if size == 0 or (r >= slow_repeats and size < n):
+                continue
+            out = fn(x[:size], y[:size], xt, yt)
+            result.seconds.append(out["seconds"])
+            if "correct" in out and result.prequential is None:
+                result.prequential = float(np.mean(out["correct"]))
+                result.curve = prequential_curve(out["correct"])
+            if "test" in out and result.test is None:
+                result.test = out["test"]
+    return {"results": results, "train_size": n, "repeats": repeats}
+
+
+def table(report: dict[str, Any]) -> str:
+    results: list[Result] = report["results"]
+    base = results[0].rate
+    rows = [
+        "| learner | samples | samples/s (median) | vs digitstream softmax | prequential | test (10k) | note |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in results:
+        if not r.seconds:
+            rows.append(f"| {r.name} | — | — | — | — | — | {r.note} |")
+            continue
+        preq = f"{r.prequential:.2%}" if r.prequential is not None else "—"
+        test = f"{r.test:.2%}" if r.test is not None else "—"
+        rows.append(
+            f"| {r.name} | {r.samples:,} | {r.rate:,.0f} | {r.rate / base:.4g}x | {preq} | {test} | "
+            f"{r.note}{' ' if r.note else ''}({len(r.seconds)} runs) |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None, help="MNIST IDX directory")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="smaller prefixes for the slow learners")
+    args = parser.parse_args(argv)
+    data = args.data or Path(os.environ.get("DIGITSTREAM_TEST_DATA", REPO.parent / "shared" / "data" / "mnist"))
+    report = run(data, repeats=args.repeats, quick=args.quick)
+    print(f"MNIST training stream: {report['train_size']:,} samples in order, one pass; {os.cpu_count()} cores")
+    print(table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
