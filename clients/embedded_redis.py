@@ -12,8 +12,10 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 
@@ -69,6 +71,7 @@ class RedisServer:
         appendonly: bool = True,
         binary: Path | None = None,
         extra_args: tuple[str, ...] = (),
+        popen_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.port = port or free_port()
@@ -76,6 +79,7 @@ class RedisServer:
         self.appendonly = appendonly
         self.binary = binary or find_redis_server()
         self.extra_args = extra_args
+        self.popen_options = dict(popen_options or {})  # e.g. the demo's own process group and death signal
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -99,7 +103,7 @@ class RedisServer:
         if self.password:
             args += ["--requirepass", self.password]
         args += list(self.extra_args)
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, **self.popen_options)
         deadline = time.monotonic() + timeout
         client = redis.Redis.from_url(self.url, socket_timeout=1.0)
         try:
