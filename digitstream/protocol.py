@@ -99,6 +99,8 @@ def validate_pixels(pixels: object) -> np.ndarray:
     arr = np.asarray(pixels)
     if arr.dtype == object or arr.dtype.kind not in "iub":
         if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.array_equal(arr, np.round(arr)):
+            if arr.min() < 0 or arr.max() > 255:  # checked before the cast, which cannot hold huge floats
+                raise InvalidSample("pixels: values must be in 0..255")
             arr = arr.astype(np.int64)
         else:
             raise InvalidSample("pixels: must be integers 0..255")

@@ -1,0 +1,147 @@
+"""Bad-input campaign: thousands of generated malformed stream entries, none touches the weights.
+
+Each hypothesis example publishes 25 malformed entries (1,000 over the run) (every kind the protocol
+names: missing fields, wrong lengths, out-of-range or non-integer values, bad labels, oversized
+entries, wrong encodings) around a handful of valid samples, runs the real worker against the
+real Redis until the stream is drained, and checks that every bad entry is in the dead-letter
+stream with its original id and a reason, and that the model equals one trained on the valid
+samples alone.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from digitstream.learner import DeltaRuleLearner
+from digitstream.protocol import MAX_ENTRY_BYTES, N_PIXELS, decode_entries, encode_sample
+from digitstream.store import read_snapshot
+
+DIGITS = {str(d).encode() for d in range(10)}
+VALID_PIXELS = st.binary(min_size=N_PIXELS, max_size=N_PIXELS)
+VALID_LABEL = st.sampled_from(sorted(DIGITS))
+BAD_LABEL = st.binary(max_size=6).filter(lambda b: b not in DIGITS)
+BAD_RAW_PIXELS = st.binary(max_size=2000).filter(lambda b: len(b) != N_PIXELS and not b.lstrip().startswith(b"["))
+JSON_INTS = st.integers(0, 255)
+
+
+def json_text(values: object) -> bytes:
+    return json.dumps(values).encode()
+
+
+def with_one_replaced(values: list[int], odd_one: object, index: int) -> list[object]:
+    """784 values: ``values`` (783 good ones) with ``odd_one`` inserted at ``index``."""
+    return [*values[:index], odd_one, *values[index:]]
+
+
+BAD_JSON_PIXELS = st.one_of(
+    # the wrong number of valid values
+    st.lists(JSON_INTS, max_size=900).filter(lambda v: len(v) != N_PIXELS).map(json_text),
+    # 784 values with at least one out of range
+    st.tuples(
+        st.lists(JSON_INTS, min_size=N_PIXELS - 1, max_size=N_PIXELS - 1),
+        st.integers(256, 10**6) | st.integers(-(10**6), -1),
+        st.integers(0, N_PIXELS - 1),
+    ).map(lambda t: json_text(with_one_replaced(*t))),
+    # 784 values with a non-integer among them
+    st.tuples(
+        st.lists(JSON_INTS, min_size=N_PIXELS - 1, max_size=N_PIXELS - 1),
+        st.sampled_from([1.5, "7", None, [1], True, {"a": 1}]),
+        st.integers(0, N_PIXELS - 1),
+    ).map(lambda t: json_text(with_one_replaced(*t))),
+    # not JSON, or not UTF-8, behind a leading bracket
+    st.binary(max_size=300).map(lambda b: b"[" + b).filter(lambda b: len(b) != N_PIXELS),
+    st.just(b"[\xff\xfe]"),
+    st.just(json_text([[0] * 28] * 28)),  # nested rows are not the stream's format
+)
+
+
+@st.composite
+def malformed_entry(draw: st.DrawFn) -> dict[bytes, bytes]:
+    kind = draw(
+        st.sampled_from(["no_label", "no_pixels", "bad_label", "raw_length", "json", "oversized", "extra_only"])
+    )
+    if kind == "no_label":
+        return {b"pixels": draw(VALID_PIXELS)}
+    if kind == "no_pixels":
+        return {b"label": draw(VALID_LABEL)}
+    if kind == "bad_label":
+        return {b"pixels": draw(VALID_PIXELS), b"label": draw(BAD_LABEL)}
+    if kind == "raw_length":
+        return {b"pixels": draw(BAD_RAW_PIXELS), b"label": draw(VALID_LABEL)}
+    if kind == "json":
+        return {b"pixels": draw(BAD_JSON_PIXELS), b"label": draw(VALID_LABEL)}
+    if kind == "oversized":
+        padding = draw(st.integers(MAX_ENTRY_BYTES, MAX_ENTRY_BYTES + 5000))
+        return {b"pixels": draw(VALID_PIXELS), b"label": draw(VALID_LABEL), b"source": b"x" * padding}
+    return {b"source": draw(st.binary(max_size=50))}
+
+
+@settings(max_examples=1000, deadline=None)
+@given(entry=malformed_entry())
+def test_the_codec_rejects_every_generated_malformed_entry_with_a_reason(entry: dict[bytes, bytes]) -> None:
+    batch = decode_entries([(b"1-1", entry)])
+    assert batch.ids == [] and len(batch.images) == 0
+    assert [(entry_id, fields) for entry_id, fields, _ in batch.rejects] == [(b"1-1", entry)]
+    assert batch.rejects[0][2].strip()
+    assert batch.last_id == b"1-1"
+
+
+BAD_PER_RUN = 25  # x 40 examples = 1,000 malformed entries through the real worker
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+)
+@given(
+    bad=st.lists(malformed_entry(), min_size=BAD_PER_RUN, max_size=BAD_PER_RUN),
+    good_positions=st.lists(st.integers(0, BAD_PER_RUN), min_size=1, max_size=5),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_every_malformed_entry_is_dead_lettered_and_never_touches_the_weights(
+    make_settings, redis_client: redis.Redis, bad, good_positions, seed
+) -> None:
+    redis_client.flushall()
+    settings_ = make_settings()
+    keys = settings_.keys
+    rng = np.random.default_rng(seed)
+    good_images = rng.integers(0, 256, (len(good_positions), N_PIXELS)).astype(np.uint8)
+    good_labels = rng.integers(0, 10, len(good_positions))  # in stream order (positions sorted)
+    positions = sorted(good_positions)
+    bad_ids: dict[bytes, dict[bytes, bytes]] = {}
+    for position in range(len(bad) + 1):
+        for i, pos in enumerate(positions):
+            if pos == position:
+                redis_client.xadd(keys.samples, encode_sample(good_images[i], int(good_labels[i])))
+        if position < len(bad):
+            bad_ids[redis_client.xadd(keys.samples, bad[position])] = bad[position]
+
+    from worker.loop import Worker
+
+    Worker(settings_, redis_client).run(burst=True)
+
+    dead = redis_client.xrange(keys.deadletter)
+    assert len(dead) == len(bad)
+    for _, fields in dead:
+        original = bad_ids[fields[b"original_id"]]
+        assert fields[b"reason"].strip()
+        for name, value in original.items():
+            assert fields[name] == value, "the original fields are kept"
+    snapshot = read_snapshot(redis_client, keys)
+    assert snapshot is not None
+    assert snapshot.samples_learned == len(good_positions)
+    assert snapshot.meta["deadletter_count"] == len(bad)
+    reference = DeltaRuleLearner(settings_.hyper_parameters())
+    reference.learn_many(good_images, good_labels)
+    assert np.array_equal(snapshot.learner().weights, reference.weights)

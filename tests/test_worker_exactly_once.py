@@ -1,0 +1,119 @@
+"""Exactly once: a `digitstream worker` SIGKILLed at random moments ends with the uninterrupted model.
+
+The stream (20,000 MNIST samples with malformed entries sprinkled in) is published at a steady
+pace while real worker processes are started and killed with SIGKILL at random moments (often
+between snapshots, sometimes during one). A last worker learns the rest and is stopped with
+SIGTERM. Its final model must equal an uninterrupted in-process run's: same samples learned, same
+weights, and every malformed entry dead-lettered exactly once.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from digitstream.protocol import N_PIXELS, encode_sample
+from digitstream.settings import load_settings
+from digitstream.store import read_snapshot
+from tests.worker_support import WorkerProcess, latest, publish_raw, reference, relative_difference, wait_for
+from worker.loop import Worker
+
+N_SAMPLES = 20_000
+KILLS = 6
+RATE = 1500  # samples/s published: the stream keeps growing while the workers are killed
+MALFORMED = [
+    {b"pixels": b"\x00" * 10, b"label": b"1"},
+    {b"label": b"2"},
+    {b"pixels": b"[" + b"0," * 782 + b"0]", b"label": b"3"},
+    {b"pixels": b"\x00" * N_PIXELS, b"label": b"x"},
+]
+
+
+def stream_entries(images: np.ndarray, labels: np.ndarray) -> list[dict[bytes, bytes]]:
+    """The samples in order, with one malformed entry after every 97th."""
+    entries: list[dict[bytes, bytes]] = []
+    for i in range(len(labels)):
+        entries.append(encode_sample(images[i], int(labels[i])))
+        if i % 97 == 96:
+            entries.append({**MALFORMED[(i // 97) % len(MALFORMED)], b"source": b"%d" % i})
+    return entries
+
+
+def paced_publisher(url: str, stream: str, entries: list[dict[bytes, bytes]], rate: float) -> threading.Thread:
+    def publish() -> None:
+        client = redis.Redis.from_url(url)
+        start = time.monotonic()
+        for begin in range(0, len(entries), 150):
+            publish_raw(client, stream, entries[begin : begin + 150])
+            time.sleep(max(0.0, start + (begin + 150) / rate - time.monotonic()))
+        client.close()
+
+    thread = threading.Thread(target=publish, name="paced-publisher", daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.slow
+def test_a_worker_killed_at_random_moments_learns_every_sample_exactly_once(
+    redis_url: str, redis_client: redis.Redis, mnist_train: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    images, labels = mnist_train
+    images = images.reshape(len(labels), N_PIXELS)[:N_SAMPLES]
+    labels = labels[:N_SAMPLES].astype(np.int64)
+    entries = stream_entries(images, labels)
+    settings = load_settings(redis_url=redis_url, model_name="killed")
+    keys = settings.keys
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    args = (
+        "--model", "killed", "--batch-size", "200", "--snapshot-every", "1000", "--snapshot-interval", "0.3",
+        "--lease-ttl", "0.5", "--retention-max-len", "2000", "--log-level", "DEBUG",
+    )  # fmt: skip
+    env = {"DIGITSTREAM_REDIS_URL": redis_url}
+
+    publisher = paced_publisher(redis_url, keys.samples, entries, RATE)
+    killed_while_learning = 0
+    for attempt in range(KILLS):
+        worker = WorkerProcess(tmp_path / f"worker-{attempt}.log", *args, env=env)
+        wait_for(
+            lambda worker=worker: (holder := redis_client.get(keys.lease)) and f":{worker.pid}:".encode() in holder,
+            timeout=30,
+            what=f"worker {attempt} to take the lease\n{worker.log()}",
+        )
+        time.sleep(rng.uniform(0.05, 0.8))
+        assert worker.alive(), worker.log()
+        worker.kill()
+        snapshot = read_snapshot(redis_client, keys)
+        killed_while_learning += snapshot is None or snapshot.meta["entries_consumed"] < len(entries)
+    assert killed_while_learning >= 5, f"kills must land while the stream is being learned (seed {seed})"
+    publisher.join(60)
+
+    last = WorkerProcess(tmp_path / "worker-last.log", *args, env=env)
+    wait_for(
+        lambda: (s := read_snapshot(redis_client, keys)) and s.meta["entries_consumed"] == len(entries),
+        timeout=60,
+        what=f"the last worker to learn everything\n{last.log()}",
+    )
+    assert last.terminate() == 0, last.log()
+
+    # The uninterrupted run: the same entries, learned in-process from a stream of their own.
+    uninterrupted = Worker(load_settings(redis_url=redis_url, model_name="uninterrupted"), redis_client)
+    publish_raw(redis_client, uninterrupted.keys.samples, entries)
+    uninterrupted.run(burst=True)
+    expected = latest(redis_client, uninterrupted.keys)
+
+    final = latest(redis_client, keys)
+    assert final.samples_learned == expected.samples_learned == N_SAMPLES, f"seed {seed}"
+    assert relative_difference(final.learner().weights, expected.learner().weights) <= 1e-9, f"seed {seed}"
+    plain, _ = reference(settings, images, labels)
+    assert relative_difference(final.learner().weights, plain.weights) <= 1e-9
+    assert final.meta["deadletter_count"] == expected.meta["deadletter_count"] == len(entries) - N_SAMPLES
+    dead_sources = [fields[b"source"] for _, fields in redis_client.xrange(keys.deadletter)]
+    assert dead_sources == [b"%d" % i for i in range(96, N_SAMPLES, 97)], "each dead letter once, in order"
+    assert final.meta["metrics"]["prequential_accuracy"] == expected.meta["metrics"]["prequential_accuracy"]
