@@ -1,0 +1,82 @@
+"""``digitstream serve``: the FastAPI app under uvicorn (uvloop + httptools when installed, no access log)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+from typing import Any
+
+import click
+import uvicorn
+
+from digitstream.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+@click.command("serve")
+@click.option("--host", help="interface to listen on  [default: 127.0.0.1]")
+@click.option("--port", type=int, help="TCP port  [default: 8000]")
+@click.option("--redis-url", help="redis:// URL (prefer DIGITSTREAM_REDIS_URL for one with a password)")
+@click.option("--model", "model_name", help="model name: the prefix of its Redis keys  [default: digitstream]")
+@click.option("--api-key", help="required in X-API-Key for feedback, samples, pin, unpin (prefer DIGITSTREAM_API_KEY)")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="uvicorn worker processes (or run more replicas: they share one Redis)")  # fmt: skip
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@click.option("--access-log/--no-access-log", default=False, show_default=True, help="log every request (slower)")
+def serve_command(workers: int, log_level: str, access_log: bool, **options: Any) -> None:
+    """Serve predictions from the newest model snapshot in Redis (hot-reloaded), never learning.
+
+    Settings also come from the DIGITSTREAM_* environment variables shared with the worker; the
+    options above override them. Any number of replicas can serve one Redis.
+    """
+    try:
+        settings = load_settings(**options)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+    run(settings, workers=workers, log_level=log_level, access_log=access_log)
+
+
+def run(settings: Settings, *, workers: int = 1, log_level: str = "info", access_log: bool = False) -> None:
+    """Run the service in the foreground until SIGINT/SIGTERM."""
+    config: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": log_level,
+        "access_log": access_log,
+        "log_config": logging_config(log_level),
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "lifespan": "on",
+        "server_header": False,
+    }
+    if workers == 1:
+        from .app import create_app
+
+        uvicorn.run(create_app(settings), **config)
+        return
+    # Worker processes build their own app from the environment, so the settings travel there.
+    os.environ.update(settings_environment(settings))
+    uvicorn.run("service.app:create_app_from_env", factory=True, workers=workers, **config)
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """DIGITSTREAM_* variables reproducing ``settings`` (for child processes)."""
+    env = {}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        secret = getattr(settings, name)
+        if hasattr(secret, "get_secret_value"):
+            value = secret.get_secret_value()
+        env[f"{ENV_PREFIX}{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging configuration, with the service's own loggers at ``level``."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["service"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config

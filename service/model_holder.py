@@ -1,0 +1,300 @@
+"""The served model: an immutable snapshot view swapped by one reference assignment, following Redis.
+
+A request reads ``holder.current`` once and uses only that object, so a swap (a single
+assignment) can never show it half a model. The follower task keeps ``current`` on the newest
+snapshot: it wakes on the snapshot events channel (pub/sub) and at least every
+``settings.poll_interval`` (in case a notification was lost, e.g. while reconnecting), reads the
+"latest" and pin pointers and the worker status in one MGET, and loads a new version only when
+the target changed. Redis errors never drop the model in memory; the follower reconnects with a
+capped backoff.
+
+Pinning is stored in Redis (``<model>:service:pinned``), so every replica serves the same
+version: the replica that receives the request switches at once, the others at their next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from digitstream.learner import DeltaRuleLearner, scores_to_proba
+from digitstream.protocol import Keys
+from digitstream.snapshot import SnapshotError, decode_snapshot
+from digitstream.store import parse_event
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 2.0  # seconds between reconnection attempts: an outage ends, service resumes soon after
+
+
+def pin_key(keys: Keys) -> str:
+    """Redis key holding the pinned version (absent: follow the latest)."""
+    return f"{keys.model}:service:pinned"
+
+
+class NoModelYet(RuntimeError):
+    """No snapshot has been loaded yet (none written, or Redis unreachable since start)."""
+
+
+class VersionNotFound(LookupError):
+    """The requested version is not kept in Redis."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ServedModel:
+    """One loaded snapshot; never mutated after construction (``pinned`` changes make a copy)."""
+
+    version: int
+    samples_learned: int
+    meta: dict[str, Any]
+    learner: DeltaRuleLearner
+    pinned: bool = False
+    loaded_at: float = dataclasses.field(default_factory=time.time)
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes], pinned: bool = False) -> ServedModel:
+        """Decode a snapshot hash (no pickle: JSON + raw arrays) and rebuild its learner."""
+        snapshot = decode_snapshot(fields)
+        learner = snapshot.learner()
+        if not learner.is_finite():
+            raise SnapshotError(f"snapshot {snapshot.version} has non-finite weights")
+        learner.served_parameters()  # computed once here, not lazily under concurrent requests
+        return cls(snapshot.version, snapshot.samples_learned, snapshot.meta, learner, pinned)
+
+    @property
+    def rule(self) -> str:
+        return self.learner.params.rule
+
+    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(digits (n,), probabilities (n, 10)); the digit is the first maximum score, as in the learner."""
+        scores = self.learner.scores_many(images)
+        return np.argmax(scores, axis=1), scores_to_proba(scores, self.rule)
+
+    @property
+    def created_at(self) -> float | None:
+        value = self.meta.get("created_at")
+        return float(value) if isinstance(value, int | float) else None
+
+    def age(self, now: float | None = None) -> float | None:
+        created = self.created_at
+        return None if created is None else max(0.0, (now or time.time()) - created)
+
+
+class ModelHolder:
+    """Owns ``current`` and the task that keeps it up to date."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys, poll_interval: float) -> None:
+        self._client = client
+        self._keys = keys
+        self._pin_key = pin_key(keys)
+        self._poll_interval = poll_interval
+        self._lock = asyncio.Lock()
+        self._bad_versions: set[int] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._synced = asyncio.Event()
+        self.current: ServedModel | None = None
+        self.latest_version: int | None = None
+        self.redis_ok = False
+        self.worker_status: dict[str, Any] | None = None
+        self.swaps = 0
+
+    # -- reading --------------------------------------------------------------------------------
+    def require(self) -> ServedModel:
+        model = self.current
+        if model is None:
+            raise NoModelYet("no model snapshot has been loaded yet: the worker writes the first one after learning")
+        return model
+
+    # -- following ------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def running(self, first_sync_timeout: float = 2.0) -> AsyncIterator[ModelHolder]:
+        """Run the follower for the duration; wait (briefly) for the first snapshot at start."""
+        self._task = asyncio.create_task(self._follow(), name="snapshot-follower")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._synced.wait(), first_sync_timeout)
+        try:
+            yield self
+        finally:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _follow(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                async with self._client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self._keys.snapshot_events)
+                    await self.sync()
+                    backoff = 0.05
+                    while True:
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self._poll_interval)
+                        if message is not None:
+                            with contextlib.suppress(SnapshotError):
+                                log.debug("snapshot event: version %d", parse_event(message["data"]))
+                        await self.sync()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                if self.redis_ok:
+                    log.warning("Redis unreachable (%s); serving version %s from memory", exc, self._served())
+                self.redis_ok = False
+                self._synced.set()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def sync(self) -> None:
+        """Read the pointers and the worker status; load the target version if it changed."""
+        async with self._lock:
+            latest, pinned, status = await self._client.mget(
+                self._keys.snapshot_latest, self._pin_key, self._keys.worker_status
+            )
+            if not self.redis_ok:
+                log.info("Redis reachable")
+            self.redis_ok = True
+            self.latest_version = _as_int(latest)
+            self.worker_status = _parse_status(status)
+            pinned_version = _as_int(pinned)
+            if pinned_version is not None and await self._switch(pinned_version, pinned=True):
+                return
+            if pinned_version is not None:
+                log.warning("pinned version %d is not kept any more; following the latest", pinned_version)
+            if self.latest_version is not None:
+                await self._switch(self.latest_version, pinned=False)
+            elif self.current is not None and self.current.pinned:
+                self._swap(dataclasses.replace(self.current, pinned=False))
+        self._synced.set()
+
+    async def _switch(self, version: int, *, pinned: bool) -> bool:
+        """Serve ``version``; False if it cannot be loaded. Call with the lock held."""
+        current = self.current
+        if current is not None and current.version == version:
+            if current.pinned != pinned:
+                self._swap(dataclasses.replace(current, pinned=pinned))
+            return True
+        if version in self._bad_versions:
+            return False
+        model = await self._load(version, pinned)
+        if model is None:
+            return False
+        self._swap(model)
+        return True
+
+    async def _load(self, version: int, pinned: bool) -> ServedModel | None:
+        fields = await self._client.hgetall(self._keys.snapshot(version))
+        if not fields:
+            return None
+        try:
+            return await asyncio.to_thread(ServedModel.from_fields, fields, pinned)
+        except (SnapshotError, ValueError, KeyError, TypeError) as exc:
+            log.error("snapshot %d cannot be served (%s); keeping version %s", version, exc, self._served())
+            self._bad_versions.add(version)
+            return None
+
+    def _swap(self, model: ServedModel) -> None:
+        self.current = model  # the atomic swap: requests hold their own reference
+        self.swaps += 1
+        log.info("serving version %d (%d samples learned%s)", model.version, model.samples_learned,
+                 ", pinned" if model.pinned else "")  # fmt: skip
+
+    def _served(self) -> int | None:
+        return self.current.version if self.current else None
+
+    # -- pinning --------------------------------------------------------------------------------
+    async def pin(self, version: int) -> ServedModel:
+        """Serve ``version`` on every replica until unpinned; VersionNotFound if it is not kept."""
+        async with self._lock:
+            if await self._client.zscore(self._keys.snapshot_versions, version) is None:
+                raise VersionNotFound(version)
+            self._bad_versions.discard(version)
+            if not await self._switch(version, pinned=True):
+                raise VersionNotFound(version)
+            await self._client.set(self._pin_key, version)
+        return self.require()
+
+    async def unpin(self) -> ServedModel:
+        """Follow the latest snapshot again."""
+        await self._client.delete(self._pin_key)
+        await self.sync()
+        return self.require()
+
+    async def versions(self) -> list[dict[str, Any]]:
+        """Kept versions, oldest first, with a few metadata fields each."""
+        versions = [int(v) for v in await self._client.zrange(self._keys.snapshot_versions, 0, -1)]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for version in versions:
+                pipe.hget(self._keys.snapshot(version), "meta")
+            metas = await pipe.execute()
+        out = []
+        for version, raw in zip(versions, metas, strict=True):
+            meta = _loads_object(raw)
+            if meta is None:
+                continue  # trimmed between the two reads, or unreadable
+            metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+            out.append({
+                "version": version,
+                "samples_learned": _as_int(meta.get("samples_learned")) or 0,
+                "created_at": _finite(meta.get("created_at")),
+                "prequential_accuracy": _finite(metrics.get("prequential_accuracy")),
+            })  # fmt: skip
+        return out
+
+    async def pinned_version(self) -> int | None:
+        return _as_int(await self._client.get(self._pin_key))
+
+
+def _as_int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _loads_object(raw: bytes | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _parse_status(raw: bytes | None) -> dict[str, Any] | None:
+    """The worker status JSON with non-finite numbers replaced by null (they are not valid JSON)."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)  # the worker may write NaN/Infinity tokens, which orjson rejects
+    except ValueError:
+        return None
+    return finite_json(value) if isinstance(value, dict) else None
+
+
+def finite_json(value: Any) -> Any:
+    """A JSON-able copy of ``value`` with NaN and infinities replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value

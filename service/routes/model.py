@@ -1,0 +1,89 @@
+"""GET /model, /model/versions, /model/weights.png; POST /model/pin, /model/unpin (rollback and back)."""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Response
+
+from digitstream.settings import Settings
+
+from ..deps import HolderDep, ModelDep, api_key_dependencies
+from ..model_holder import ModelHolder, ServedModel, finite_json
+from ..schemas import ModelInfo, PinRequest, Versions
+from ..weights_image import weights_png
+from .responses import errors
+
+
+def register(api: FastAPI, settings: Settings) -> None:
+    guarded = api_key_dependencies(settings)
+    tags: list[str | Enum] = ["model"]
+
+    @api.get("/model", tags=tags, response_model=ModelInfo, responses=errors(503))
+    async def model_info(model: ModelDep, holder: HolderDep) -> dict[str, Any]:
+        """The served snapshot's metadata, online metrics, the worker's lag and status."""
+        return describe(model, holder, settings)
+
+    @api.get("/model/versions", tags=tags, response_model=Versions, responses=errors(503))
+    async def versions(holder: HolderDep) -> dict[str, Any]:
+        """Kept versions (the worker keeps ``keep_versions``), the latest, the served and the pinned one."""
+        kept = await holder.versions()
+        pinned = await holder.pinned_version()
+        served = holder.current.version if holder.current else None
+        return {"versions": kept, "latest": holder.latest_version, "served": served, "pinned": pinned}
+
+    @api.post(
+        "/model/pin", tags=tags, response_model=ModelInfo, dependencies=guarded,
+        responses=errors(401, 403, 404, 422, 503),
+    )  # fmt: skip
+    async def pin(body: PinRequest, holder: HolderDep) -> dict[str, Any]:
+        """Serve a kept version on every replica until unpinned (rollback)."""
+        return describe(await holder.pin(body.version), holder, settings)
+
+    @api.post(
+        "/model/unpin", tags=tags, response_model=ModelInfo, dependencies=guarded, responses=errors(401, 403, 503)
+    )
+    async def unpin(holder: HolderDep) -> dict[str, Any]:
+        """Follow the newest snapshot again."""
+        return describe(await holder.unpin(), holder, settings)
+
+    @api.get(
+        "/model/weights.png",
+        tags=tags,
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}, "description": "10 tiles, digits 0..9"}, **errors(422, 503)},
+    )
+    async def weights(model: ModelDep, scale: Annotated[int, Query(ge=1, le=16)] = 4) -> Response:
+        """The 10 weight templates as 28x28 tiles (blue: ink votes for the digit, red: against), ``scale`` x."""
+        return Response(weights_png(model, scale), media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+
+def describe(model: ServedModel, holder: ModelHolder, settings: Settings) -> dict[str, Any]:
+    """The GET /model body (also answered by pin/unpin)."""
+    meta = model.meta
+    metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+    worker = holder.worker_status
+    lag = _int(worker.get("lag")) if worker else None
+    if lag is None:
+        lag = _int(metrics.get("lag"))
+    return {
+        "model": str(meta.get("model") or settings.model_name),
+        "version": model.version,
+        "samples_learned": model.samples_learned,
+        "created_at": model.created_at,
+        "age_seconds": model.age(),
+        "last_id": str(meta.get("last_id", "")),
+        "rule": model.rule,
+        "params": model.learner.params.to_json(),
+        "metrics": finite_json(metrics),
+        "lag": lag,
+        "pinned": model.pinned,
+        "worker": worker,
+    }
+
+
+def _int(value: Any) -> int | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return int(value) if ok else None

@@ -1,0 +1,112 @@
+"""POST /predict, /predict/batch, /predict/image: the served model's answers (orjson in and out)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from anyio import to_thread
+from fastapi import FastAPI, File, Request, Response, UploadFile
+from starlette.datastructures import State
+
+from digitstream.settings import Settings
+
+from .. import validation
+from ..deps import MetricsDep, ModelDep
+from ..errors import json_response
+from ..imaging import to_mnist
+from ..model_holder import ServedModel
+from ..schemas import BatchPrediction, Prediction, batch_body, predict_body
+from .responses import errors
+
+INLINE_BATCH_BYTES = 64 * 1024  # smaller batches are scored on the event loop: a thread hop costs more
+
+
+def register_single(api: FastAPI) -> None:
+    """POST /predict alone: the app registers it first, as routes are matched in order."""
+
+    @api.post(
+        "/predict",
+        tags=["predict"],
+        response_model=Prediction,
+        summary="Predict one image",
+        openapi_extra=predict_body(),
+        responses=errors(413, 422, 503),
+    )
+    async def predict(request: Request) -> Response:
+        """The digit in one 28x28 image, with the probabilities and a ``prediction_id`` for /feedback."""
+        # The hot path reads the lifespan's objects itself: each FastAPI dependency costs ~15 us a request.
+        state = request.app.state
+        model = state.holder.require()
+        data = validation.parse_json(await validation.read_body(request))
+        pixels = validation.pixel_bytes(validation.get_field(data, "pixels"))
+        return await _single_answer(state, model, pixels)
+
+
+def register(api: FastAPI, settings: Settings) -> None:
+    """POST /predict/batch and /predict/image."""
+    max_batch = settings.max_batch
+
+    @api.post(
+        "/predict/batch",
+        tags=["predict"],
+        response_model=BatchPrediction,
+        summary="Predict many images",
+        description=f"Up to {max_batch} images per request, as JSON or as raw bytes (N x 784, the fastest).",
+        openapi_extra=batch_body(max_batch),
+        responses=errors(413, 422, 503),
+    )
+    async def predict_batch(request: Request, model: ModelDep, metrics: MetricsDep) -> Response:
+        binary = request.headers.get("content-type", "").startswith("application/octet-stream")
+        body = await validation.read_body(request)
+
+        def answer() -> bytes:
+            if binary:
+                images = validation.binary_images(body, max_batch)
+            else:
+                images = validation.images(validation.get_field(validation.parse_json(body), "images"), max_batch)
+            digits, proba = model.predict(images)
+            metrics.images.inc(len(digits))
+            return orjson.dumps(
+                {"digits": digits, "probabilities": proba, "model_version": model.version,
+                 "samples_learned": model.samples_learned},
+                option=orjson.OPT_SERIALIZE_NUMPY,
+            )  # fmt: skip
+
+        payload = answer() if len(body) <= INLINE_BATCH_BYTES else await to_thread.run_sync(answer)
+        return Response(payload, media_type="application/json")
+
+    @api.post(
+        "/predict/image",
+        tags=["predict"],
+        response_model=Prediction,
+        summary="Predict an uploaded PNG/JPEG",
+        responses=errors(413, 422, 503),
+    )
+    async def predict_image(
+        request: Request,
+        file: Annotated[UploadFile, File(description="a PNG or JPEG of one digit, any size, any polarity")],
+        model: ModelDep,
+    ) -> Response:
+        """Turn the picture into an MNIST-like 28x28 input, then answer as POST /predict does.
+
+        Grey levels; inverted if the digit is dark on a light background; cropped to the ink;
+        fitted in a 20x20 box keeping the aspect ratio; centred by its centre of mass in 28x28.
+        The 28x28 input is what /feedback later publishes.
+        """
+        data = await file.read()
+        image = await to_thread.run_sync(to_mnist, data)
+        return await _single_answer(request.app.state, model, image.tobytes())
+
+
+async def _single_answer(state: State, model: ServedModel, pixels: bytes) -> Response:
+    """The /predict answer for one image (784 bytes), scored together with concurrent requests."""
+    digit, proba = await state.batcher.predict(model, pixels)
+    state.metrics.images.inc()
+    return json_response({
+        "digit": digit,
+        "probabilities": proba,
+        "model_version": model.version,
+        "samples_learned": model.samples_learned,
+        "prediction_id": state.predictions.keep(pixels),
+    })  # fmt: skip

@@ -1,0 +1,190 @@
+"""The HTTP contract: pydantic response/request models and the JSON schemas of the fast-path bodies.
+
+Field names follow docs/ARCHITECTURE.md ("HTTP API"), shared with the Python client and the
+dashboard. The hot endpoints (/predict, /predict/batch, /samples) parse their bodies with orjson
+and check them with numpy (``service.validation``); their request schemas are written out here
+so that the OpenAPI document still describes exactly what they accept.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+from digitstream.protocol import N_PIXELS
+
+PREDICTION_ID_PATTERN = r"^[0-9a-f]{32}$"
+
+
+def _json_integer(value: Any) -> int:
+    """A JSON Schema "integer": an int or an integral float (``7.0``), never a string or a boolean."""
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    raise PydanticCustomError("int_type", "Input should be an integer")
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Probabilities = Annotated[list[Probability], Field(min_length=10, max_length=10)]
+Digit = Annotated[int, Field(ge=0, le=9)]
+
+_PIXEL = {"type": "integer", "minimum": 0, "maximum": 255}
+_ROW = {"type": "array", "items": _PIXEL, "minItems": 28, "maxItems": 28}
+FLAT_PIXELS_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": _PIXEL,
+    "minItems": N_PIXELS,
+    "maxItems": N_PIXELS,
+    "description": f"{N_PIXELS} grey levels 0..255, row-major 28x28, 0 = background (white ink on black)",
+}
+PIXELS_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        FLAT_PIXELS_SCHEMA,
+        {"type": "array", "items": _ROW, "minItems": 28, "maxItems": 28, "description": "28 rows of 28 grey levels"},
+    ]
+}
+
+
+def json_body(schema: dict[str, Any], example: Any, description: str) -> dict[str, Any]:
+    """``openapi_extra`` documenting a JSON request body read by hand."""
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": schema, "example": example}},
+        }
+    }
+
+
+def predict_body() -> dict[str, Any]:
+    schema = {"type": "object", "required": ["pixels"], "properties": {"pixels": PIXELS_SCHEMA}}
+    return json_body(schema, {"pixels": [0] * N_PIXELS}, "One 28x28 image, as 784 integers or 28 rows of 28.")
+
+
+def batch_body(max_batch: int) -> dict[str, Any]:
+    images = {"type": "array", "items": FLAT_PIXELS_SCHEMA, "minItems": 1, "maxItems": max_batch}
+    return {
+        "requestBody": {
+            "required": True,
+            "description": (
+                f"1..{max_batch} images: JSON, or a binary body of N x {N_PIXELS} bytes "
+                "(application/octet-stream, row-major, one byte per pixel) which is much faster to send and parse."
+            ),
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object", "required": ["images"], "properties": {"images": images}},
+                    "example": {"images": [[0] * N_PIXELS]},
+                },
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    }
+
+
+def samples_body(max_batch: int) -> dict[str, Any]:
+    sample = {
+        "type": "object",
+        "required": ["pixels", "label"],
+        "properties": {"pixels": PIXELS_SCHEMA, "label": {"type": "integer", "minimum": 0, "maximum": 9}},
+    }
+    schema = {
+        "type": "object",
+        "required": ["samples"],
+        "properties": {"samples": {"type": "array", "items": sample, "minItems": 1, "maxItems": max_batch}},
+    }
+    example = {"samples": [{"pixels": [0] * N_PIXELS, "label": 7}]}
+    return json_body(schema, example, f"1..{max_batch} labelled samples to publish to the stream.")
+
+
+class Error(BaseModel):
+    """Every error: a human-readable message naming the field and the problem."""
+
+    detail: str
+
+
+class Prediction(BaseModel):
+    digit: Digit
+    probabilities: Probabilities
+    model_version: int
+    samples_learned: int
+    prediction_id: str = Field(pattern=PREDICTION_ID_PATTERN, description="give it to POST /feedback")
+
+
+class BatchPrediction(BaseModel):
+    digits: list[Digit]
+    probabilities: list[Probabilities]
+    model_version: int
+    samples_learned: int
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"prediction_id": "0" * 32, "label": 7}})
+
+    prediction_id: str = Field(pattern=PREDICTION_ID_PATTERN, description="from a /predict or /predict/image answer")
+    label: Annotated[JsonInt, Field(ge=0, le=9, description="the true digit")]
+
+
+class FeedbackReceipt(BaseModel):
+    stream_id: str
+    prediction_id: str
+    label: Digit
+
+
+class SamplesReceipt(BaseModel):
+    stream_ids: list[str]
+    count: int
+
+
+class PinRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"version": 3}})
+
+    version: Annotated[JsonInt, Field(ge=1, description="a kept version (GET /model/versions)")]
+
+
+class ModelInfo(BaseModel):
+    model: str
+    version: int
+    samples_learned: int
+    created_at: float | None = Field(description="unix seconds when the worker wrote the snapshot")
+    age_seconds: float | None
+    last_id: str = Field(description="id of the last stream entry the snapshot includes")
+    rule: str
+    params: dict[str, Any]
+    metrics: dict[str, Any] = Field(description="online metrics from the snapshot (prequential/rolling accuracy, ...)")
+    lag: int | None = Field(description="stream entries not yet learned (from the worker status, else the snapshot)")
+    pinned: bool
+    worker: dict[str, Any] | None = Field(description="the active worker's status, null when none reports")
+
+
+class VersionInfo(BaseModel):
+    version: int
+    samples_learned: int
+    created_at: float | None
+    prequential_accuracy: float | None
+
+
+class Versions(BaseModel):
+    versions: list[VersionInfo] = Field(description="kept versions, oldest first")
+    latest: int | None
+    served: int | None
+    pinned: int | None = Field(description="the pinned version, null when following the latest")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ping(BaseModel):
+    received: int = Field(description="bytes of the request body")
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "degraded", "unavailable"]
+    model_version: int | None
+    redis: Literal["ok", "unreachable"]
+    detail: str | None = None
