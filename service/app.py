@@ -8,14 +8,13 @@ the prediction flusher, and closes them all on shutdown.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
@@ -29,7 +28,7 @@ from .errors import install_error_handlers
 from .metrics import RequestMetricsMiddleware, ServiceMetrics
 from .model_holder import ModelHolder
 from .predictions import PredictionStore
-from .routes import feedback, health, model, predict, root
+from .routes import dashboard, feedback, health, model, predict
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
     predict.register(app, settings)
     feedback.register(app, settings)
     model.register(app, settings)
-    app.include_router(_dashboard_router())
+    app.include_router(dashboard.router())
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -113,15 +112,3 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             yield
     finally:
         await client.aclose()
-
-
-def _dashboard_router() -> APIRouter:
-    """The dashboard's router when its module exists (owned by the dashboard), else a placeholder page."""
-    try:
-        dashboard = importlib.import_module(f"{__package__}.routes.dashboard")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.routes.dashboard":
-            raise
-        return root.router()
-    candidate = dashboard.router
-    return candidate if isinstance(candidate, APIRouter) else candidate()

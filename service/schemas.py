@@ -159,6 +159,9 @@ class ModelInfo(BaseModel):
     lag: int | None = Field(description="stream entries not yet learned (from the worker status, else the snapshot)")
     pinned: bool
     worker: dict[str, Any] | None = Field(description="the active worker's status, null when none reports")
+    deadletter_count: int | None = Field(
+        None, description="malformed stream entries the worker had moved to the dead-letter stream by this snapshot"
+    )
 
 
 class VersionInfo(BaseModel):
@@ -188,3 +191,14 @@ class Readiness(BaseModel):
     model_version: int | None
     redis: Literal["ok", "unreachable"]
     detail: str | None = None
+
+
+class WeightTemplates(BaseModel):
+    """The served weights as arrays, for clients that draw the templates themselves (the dashboard)."""
+
+    version: int
+    samples_learned: int
+    weights: list[Annotated[list[float], Field(min_length=784, max_length=784)]] = Field(
+        min_length=10, max_length=10, description="10 templates (digits 0..9) of 784 weights, row-major 28x28"
+    )
+    bias: list[float] = Field(min_length=10, max_length=10)

@@ -349,6 +349,7 @@ def test_model_describes_the_served_snapshot_and_the_worker(
     assert body["last_id"] == f"{1_700_000_000_000 + trained.n_samples}-0"
     assert 0 <= body["age_seconds"] < 60 and body["created_at"] > 1e9
     assert body["pinned"] is False and body["worker"] is None and body["lag"] == 0
+    assert body["deadletter_count"] == 0
     status = {"worker_id": "w1", "state": "active", "samples_learned": 3000, "last_id": "1-0", "lag": 42,
               "throughput": 1e5, "faults": [], "updated_at": time.time()}  # fmt: skip
     redis_client.set("digitstream:worker:status", json.dumps(status), px=5000)

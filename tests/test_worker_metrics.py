@@ -93,3 +93,15 @@ def test_adwin_flags_a_jump_in_the_error_as_a_worse_drift_where_it_happened() ->
     before = float(np.mean(good_p != good_y))
     assert worse[0]["detector"] == "ADWIN" and worse[0]["error_rate"] > before, "ADWIN's estimate after its cut"
     assert metrics.report()["drift_events"][-len(events) :] == events
+
+
+def test_a_jump_in_the_error_after_a_long_stable_stretch_is_a_worse_drift() -> None:
+    """ADWIN's window then outgrows the blocks kept to tell the direction; the jump still reads as worse."""
+    metrics = OnlineMetrics(500)
+    good_p, good_y = outcomes(20_000, 3, accuracy=0.9)
+    bad_p, bad_y = outcomes(1000, 4, accuracy=0.0)
+    for start in range(0, 20_000, 1000):
+        metrics.update(good_p[start : start + 1000], good_y[start : start + 1000])
+    events = metrics.update(bad_p, bad_y)
+    assert events, "the jump is flagged"
+    assert events[0]["direction"] == "worse" and 20_000 < events[0]["samples"] <= 20_300, events

@@ -32,6 +32,7 @@ from river.drift import ADWIN
 N_CLASSES = 10
 ROLLING_ARRAY = "rolling_correct"  # snapshot array: the rolling window's 0/1 outcomes, oldest first
 MAX_DRIFT_EVENTS = 100
+RECENT_BLOCKS = 16  # blocks (of ``drift_block`` samples) that tell which way a drift went
 
 
 class OnlineMetrics:
@@ -121,14 +122,25 @@ class OnlineMetrics:
         return events
 
     def _drift_event(self, samples: int, means: list[float]) -> dict[str, Any]:
-        """The event ADWIN just raised; its direction compares its new window with the blocks it dropped."""
+        """The event ADWIN just raised.
+
+        Its direction compares the error of the newest blocks (the last ``RECENT_BLOCKS``) with the
+        error before ADWIN's new window: the blocks it dropped when we still hold them, else the
+        cumulative error. ADWIN's own estimate is no guide: right after a change its window still
+        holds mostly samples from before it.
+        """
         after = float(self._adwin.estimation)
+        recent = means[-RECENT_BLOCKS:]
+        now = sum(recent) / len(recent)
         dropped = means[: max(0, len(means) - int(self._adwin.width))][-64:]
-        before = sum(dropped) / len(dropped) if dropped else after
+        if dropped:
+            before = sum(dropped) / len(dropped)
+        else:  # the window is longer than the blocks we keep: compare with the whole history
+            before = 1.0 - float(np.trace(self.confusion)) / max(1, int(self.confusion.sum()))
         return {
             "samples": samples,
             "detector": "ADWIN",
-            "direction": "worse" if after > before else "better",
+            "direction": "worse" if now > before else "better",
             "error_rate": round(after, 6),
         }
 

@@ -1,18 +1,21 @@
-"""GET /model, /model/versions, /model/weights.png; POST /model/pin, /model/unpin (rollback and back)."""
+"""GET /model, /model/versions, /model/weights(.png); POST /model/pin, /model/unpin (rollback and back)."""
 
 from __future__ import annotations
 
+import functools
 import math
 from enum import Enum
 from typing import Annotated, Any
 
+import numpy as np
+import orjson
 from fastapi import FastAPI, Query, Response
 
 from digitstream.settings import Settings
 
 from ..deps import HolderDep, ModelDep, api_key_dependencies
 from ..model_holder import ModelHolder, ServedModel, finite_json
-from ..schemas import ModelInfo, PinRequest, Versions
+from ..schemas import ModelInfo, PinRequest, Versions, WeightTemplates
 from ..weights_image import weights_png
 from .responses import errors
 
@@ -49,6 +52,11 @@ def register(api: FastAPI, settings: Settings) -> None:
         """Follow the newest snapshot again."""
         return describe(await holder.unpin(), holder, settings)
 
+    @api.get("/model/weights", tags=tags, response_model=WeightTemplates, responses=errors(503))
+    async def weight_arrays(model: ModelDep) -> Response:
+        """The served weight templates as numbers: digit-major (10, 784) and the 10 biases."""
+        return Response(weights_json(model), media_type="application/json", headers={"Cache-Control": "no-cache"})
+
     @api.get(
         "/model/weights.png",
         tags=tags,
@@ -58,6 +66,17 @@ def register(api: FastAPI, settings: Settings) -> None:
     async def weights(model: ModelDep, scale: Annotated[int, Query(ge=1, le=16)] = 4) -> Response:
         """The 10 weight templates as 28x28 tiles (blue: ink votes for the digit, red: against), ``scale`` x."""
         return Response(weights_png(model, scale), media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+
+@functools.lru_cache(maxsize=4)
+def weights_json(model: ServedModel) -> bytes:
+    """The GET /model/weights body, encoded once per served model (float32: ~80 kB, plenty for a picture)."""
+    weights, bias = model.learner.served_parameters()
+    return orjson.dumps(
+        {"version": model.version, "samples_learned": model.samples_learned,
+         "weights": np.ascontiguousarray(weights.T, dtype=np.float32), "bias": bias.astype(np.float32)},
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )  # fmt: skip
 
 
 def describe(model: ServedModel, holder: ModelHolder, settings: Settings) -> dict[str, Any]:
@@ -81,6 +100,7 @@ def describe(model: ServedModel, holder: ModelHolder, settings: Settings) -> dic
         "lag": lag,
         "pinned": model.pinned,
         "worker": worker,
+        "deadletter_count": _int(meta.get("deadletter_count")),
     }
 
 

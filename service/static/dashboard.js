@@ -1,0 +1,667 @@
+// digitstream dashboard: plain JavaScript over the public HTTP API (no framework, no build step, no CDN).
+//
+// Drawing: the canvas is sent as a PNG to POST /predict/image, which makes it MNIST-like exactly as the
+// service documents (invert, crop, fit 20x20, centre by mass), so the page predicts what any client would.
+// Live panel: GET /model every second (the service hot-reloads snapshots within a second, so the page
+// is at most ~1-2 s behind the worker); /model/weights and /model/versions only when the version changed.
+"use strict";
+
+(() => {
+  const POLL_MS = 1000;
+  const PREDICT_EVERY_MS = 150; // while drawing: at most one request in flight, at most ~7 a second
+  const VERSIONS_EVERY_MS = 5000;
+  const KEY_STORAGE = "digitstream-api-key";
+  const POSITIVE = [16, 64, 160]; // as GET /model/weights.png: blue = ink votes for the digit
+  const NEGATIVE = [200, 32, 32]; // red = ink votes against it
+
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    model: null,
+    weightsVersion: null,
+    weightsFetchedAt: -Infinity,
+    versionsFetchedAt: -Infinity,
+    versionsForModel: null,
+    confusionKey: null,
+    prediction: null,
+    feedbackSent: false,
+    hasInk: false,
+    drawing: false,
+    last: null,
+    generation: 0, // bumped by Clear: answers for an older drawing are dropped
+    predictTimer: null,
+    predictInFlight: false,
+    predictAgain: false,
+    lastPredictAt: 0,
+    apiKey: readStoredKey(),
+    pendingAction: null,
+  };
+
+  // ---- HTTP ------------------------------------------------------------------------------------
+  class ApiError extends Error {
+    constructor(status, detail) {
+      super(detail);
+      this.status = status; // 0: the service did not answer at all
+      this.detail = detail;
+    }
+  }
+
+  async function api(path, { method = "GET", json, body, auth = false } = {}) {
+    const headers = {};
+    if (json !== undefined) {
+      headers["Content-Type"] = "application/json";
+      body = JSON.stringify(json);
+    }
+    if (auth && state.apiKey) headers["X-API-Key"] = state.apiKey;
+    let response;
+    try {
+      response = await fetch(path, { method, headers, body, cache: "no-store" });
+    } catch (err) {
+      throw new ApiError(0, "the service is unreachable (no answer from " + location.host + ")");
+    }
+    let data = null;
+    try {
+      const text = await response.text();
+      data = text ? JSON.parse(text) : null;
+    } catch (err) {
+      data = null;
+    }
+    if (!response.ok) {
+      const detail = data && typeof data.detail === "string" ? data.detail : "HTTP " + response.status;
+      throw new ApiError(response.status, detail);
+    }
+    return data;
+  }
+
+  function describeError(err) {
+    if (!(err instanceof ApiError)) return "unexpected error: " + err;
+    if (err.status === 0) return "Cannot reach the service: is `digitstream serve` running? Retrying every second.";
+    if (isNoModel(err)) return "No model yet: the worker has not written its first snapshot.";
+    if (err.status === 503) return "The service cannot answer right now: " + err.detail;
+    return err.detail + " (HTTP " + err.status + ")";
+  }
+
+  const isNoModel = (err) => err instanceof ApiError && err.status === 503 && /no model/i.test(err.detail);
+
+  // ---- banner (errors in words, never a blank page) --------------------------------------------
+  function setBanner(kind, text) {
+    const banner = $("banner");
+    document.body.dataset.state = kind || "ok";
+    if (!text) {
+      banner.hidden = true;
+      banner.textContent = "";
+      return;
+    }
+    banner.className = "banner " + (kind === "unreachable" || kind === "error" ? "error" : "warning");
+    banner.textContent = text;
+    banner.hidden = false;
+  }
+
+  // ---- API key (asked for only when the service answers 401/403) ------------------------------
+  function readStoredKey() {
+    try {
+      return sessionStorage.getItem(KEY_STORAGE) || "";
+    } catch (err) {
+      return "";
+    }
+  }
+
+  async function guarded(action, report) {
+    try {
+      await action();
+    } catch (err) {
+      if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+        askForKey(err.status === 403 ? "The API key was refused: enter the right one." :
+          "This service needs an API key for this action.", action, report);
+        report("Waiting for the API key…");
+        return;
+      }
+      report(describeError(err));
+    }
+  }
+
+  function askForKey(message, action, report) {
+    state.pendingAction = { action, report };
+    $("api-key-prompt").textContent = message;
+    $("api-key-form").hidden = false;
+    $("api-key").value = "";
+    $("api-key").focus();
+  }
+
+  $("api-key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.apiKey = $("api-key").value.trim();
+    try {
+      sessionStorage.setItem(KEY_STORAGE, state.apiKey);
+    } catch (err) { /* private mode: keep it in memory only */ }
+    $("api-key-form").hidden = true;
+    const pending = state.pendingAction;
+    state.pendingAction = null;
+    if (pending) guarded(pending.action, pending.report);
+  });
+
+  $("api-key-cancel").addEventListener("click", () => {
+    $("api-key-form").hidden = true;
+    if (state.pendingAction) state.pendingAction.report("Cancelled: no API key given.");
+    state.pendingAction = null;
+  });
+
+  // ---- drawing ---------------------------------------------------------------------------------
+  const pad = $("pad");
+  const pen = pad.getContext("2d");
+
+  function clearPad() {
+    pen.fillStyle = "#ffffff";
+    pen.fillRect(0, 0, pad.width, pad.height);
+    state.hasInk = false;
+    state.generation += 1;
+    state.prediction = null;
+    renderPrediction(null);
+    $("prediction-note").textContent = "Draw a digit to get a prediction.";
+    $("feedback-status").textContent = "";
+  }
+
+  function point(event) {
+    const box = pad.getBoundingClientRect();
+    return {
+      x: ((event.clientX - box.left) * pad.width) / box.width,
+      y: ((event.clientY - box.top) * pad.height) / box.height,
+    };
+  }
+
+  function stroke(from, to) {
+    pen.strokeStyle = "#000000";
+    pen.fillStyle = "#000000";
+    pen.lineWidth = pad.width / 13; // MNIST strokes are ~2 px of a 20 px digit box
+    pen.lineCap = "round";
+    pen.lineJoin = "round";
+    pen.beginPath();
+    pen.moveTo(from.x, from.y);
+    pen.lineTo(to.x, to.y);
+    pen.stroke();
+  }
+
+  pad.addEventListener("pointerdown", (event) => {
+    event.preventDefault();
+    pad.setPointerCapture(event.pointerId);
+    state.drawing = true;
+    state.last = point(event);
+    stroke(state.last, state.last);
+    state.hasInk = true;
+    schedulePredict();
+  });
+
+  pad.addEventListener("pointermove", (event) => {
+    if (!state.drawing) return;
+    const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+    for (const each of events.length ? events : [event]) {
+      const next = point(each);
+      stroke(state.last, next);
+      state.last = next;
+    }
+    schedulePredict();
+  });
+
+  const endStroke = () => {
+    if (!state.drawing) return;
+    state.drawing = false;
+    schedulePredict();
+  };
+  pad.addEventListener("pointerup", endStroke);
+  pad.addEventListener("pointercancel", endStroke);
+  $("clear").addEventListener("click", clearPad);
+
+  // ---- predicting --------------------------------------------------------------------------------
+  function schedulePredict() {
+    if (!state.hasInk) return;
+    if (state.predictInFlight) {
+      state.predictAgain = true;
+      return;
+    }
+    if (state.predictTimer !== null) return;
+    const wait = Math.max(0, state.lastPredictAt + PREDICT_EVERY_MS - performance.now());
+    state.predictTimer = setTimeout(predict, wait);
+  }
+
+  async function predict() {
+    state.predictTimer = null;
+    state.predictInFlight = true;
+    state.predictAgain = false;
+    state.lastPredictAt = performance.now();
+    const generation = state.generation;
+    try {
+      const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+      const form = new FormData();
+      form.append("file", blob, "digit.png");
+      const answer = await api("/predict/image", { method: "POST", body: form });
+      if (generation !== state.generation) return;
+      state.prediction = answer;
+      state.feedbackSent = false;
+      renderPrediction(answer);
+      $("prediction-note").textContent = "Model version " + answer.model_version + ", " +
+        fmtInt(answer.samples_learned) + " samples learned; confidence " + fmtPct(answer.probabilities[answer.digit]) + ".";
+    } catch (err) {
+      if (generation !== state.generation) return;
+      state.prediction = null;
+      renderPrediction(null);
+      $("prediction-note").textContent = err.status === 422 ?
+        "Not a digit yet: " + err.detail : describeError(err);
+    } finally {
+      state.predictInFlight = false;
+      if (state.predictAgain) schedulePredict();
+    }
+  }
+
+  function renderPrediction(answer) {
+    $("prediction").textContent = answer ? String(answer.digit) : "?";
+    document.body.dataset.prediction = answer ? String(answer.digit) : "";
+    const probabilities = answer ? answer.probabilities : new Array(10).fill(0);
+    const bars = $("bars").children;
+    for (let digit = 0; digit < 10; digit++) {
+      const bar = bars[digit];
+      const p = probabilities[digit];
+      bar.querySelector(".fill").style.height = (p * 100).toFixed(1) + "%";
+      bar.querySelector(".pct").textContent = answer ? fmtPct(p, 0) : "";
+      bar.classList.toggle("top", !!answer && digit === answer.digit);
+      bar.setAttribute("aria-label", "digit " + digit + ": " + (answer ? fmtPct(p) : "no prediction"));
+    }
+    const ready = !!answer && !state.feedbackSent;
+    $("feedback-correct").disabled = !ready;
+    $("feedback-label").disabled = !ready;
+    $("feedback-send").disabled = !ready;
+  }
+
+  function buildBars() {
+    const bars = $("bars");
+    for (let digit = 0; digit < 10; digit++) {
+      const bar = document.createElement("div");
+      bar.className = "bar";
+      bar.setAttribute("role", "listitem");
+      bar.innerHTML = '<span class="pct"></span><div class="fill"></div><span class="digit">' + digit + "</span>";
+      bars.appendChild(bar);
+    }
+  }
+
+  // ---- feedback ------------------------------------------------------------------------------------
+  function sendFeedback(label) {
+    const prediction = state.prediction;
+    if (!prediction) return;
+    const report = (text) => { $("feedback-status").textContent = text; };
+    setFeedbackEnabled(false);
+    guarded(async () => {
+      report("Sending…");
+      const receipt = await api("/feedback", {
+        method: "POST", auth: true, json: { prediction_id: prediction.prediction_id, label },
+      });
+      state.feedbackSent = true;
+      report("Thanks: published as a " + receipt.label + " (stream entry " + receipt.stream_id +
+        "); the worker learns it within a second or so.");
+    }, (text) => {
+      report(text);
+      if (!state.feedbackSent) setFeedbackEnabled(!!state.prediction);
+    });
+  }
+
+  function setFeedbackEnabled(enabled) {
+    for (const id of ["feedback-correct", "feedback-label", "feedback-send"]) $(id).disabled = !enabled;
+  }
+
+  $("feedback-correct").addEventListener("click", () => {
+    if (state.prediction) sendFeedback(state.prediction.digit);
+  });
+  $("feedback").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const choice = $("feedback-label").value;
+    if (choice === "") {
+      $("feedback-status").textContent = "Choose the right digit first.";
+      $("feedback-label").focus();
+      return;
+    }
+    sendFeedback(Number(choice));
+  });
+
+  // ---- live panel --------------------------------------------------------------------------------
+  async function poll() {
+    try {
+      const model = await api("/model");
+      state.model = model;
+      setBanner("ok", null);
+      renderModel(model);
+      $("live").classList.remove("stale");
+      $("updated").textContent = " · updated " + new Date().toLocaleTimeString();
+      await refreshWeights(model);
+      await refreshVersions(model);
+    } catch (err) {
+      if (isNoModel(err)) {
+        setBanner("no-model", describeError(err) + " Publish labelled samples (for example `digitstream seed`) " +
+          "and run `digitstream worker`; this page updates by itself.");
+        $("weights-note").textContent = "No model yet: the templates appear with the first snapshot.";
+      } else {
+        setBanner(err.status === 0 ? "unreachable" : "error", describeError(err) +
+          (state.model ? " The numbers below are the last ones received." : ""));
+        $("live").classList.add("stale");
+      }
+    } finally {
+      setTimeout(poll, POLL_MS);
+    }
+  }
+
+  function setStat(id, text, value) {
+    const element = $(id);
+    element.textContent = text;
+    if (value === undefined || value === null) delete element.dataset.value;
+    else element.dataset.value = String(value);
+  }
+
+  function renderModel(model) {
+    const metrics = model.metrics || {};
+    const worker = model.worker;
+    const learned = worker && Number.isFinite(worker.samples_learned) ? worker.samples_learned : model.samples_learned;
+    setStat("stat-samples", fmtInt(learned), learned);
+    setStat("stat-version", model.version + (model.pinned ? " (pinned)" : ""), model.version);
+    setStat("stat-age", fmtAge(model.age_seconds), model.age_seconds);
+    const throughput = worker && Number.isFinite(worker.throughput) ? worker.throughput : metrics.throughput;
+    setStat("stat-throughput", Number.isFinite(throughput) ? fmtInt(Math.round(throughput)) + " /s" : "–", throughput);
+    setStat("stat-lag", Number.isFinite(model.lag) ? fmtInt(model.lag) + (metrics.lag_at_least ? "+" : "") : "–",
+      model.lag);
+    setStat("stat-preq", fmtPct(metrics.prequential_accuracy), metrics.prequential_accuracy);
+    const span = Number.isFinite(metrics.rolling_window) ? " (last " + fmtInt(metrics.rolling_window) + ")" : "";
+    setStat("stat-rolling", fmtPct(metrics.rolling_accuracy) + (metrics.rolling_accuracy == null ? "" : span),
+      metrics.rolling_accuracy);
+    const drift = Array.isArray(metrics.drift_events) ? metrics.drift_events : [];
+    const lastDrift = drift.length ? drift[drift.length - 1] : null;
+    setStat("stat-drift", drift.length + (lastDrift ? " (last at " + fmtInt(lastDrift.samples) + ")" : ""), drift.length);
+    const dead = worker && Number.isFinite(worker.deadletter_count) ? worker.deadletter_count
+      : Number.isFinite(model.deadletter_count) ? model.deadletter_count : null;
+    setStat("stat-deadletters", dead === null ? "–" : fmtInt(dead), dead);
+    setStat("stat-worker", worker ? String(worker.state) : "none reporting", worker ? worker.state : null);
+    $("stat-worker").title = worker && worker.worker_id ? "worker id " + worker.worker_id : "";
+    drawCurve(metrics, learned);
+    renderConfusion(metrics.confusion_matrix);
+  }
+
+  // ---- learning curve ------------------------------------------------------------------------------
+  function drawCurve(metrics, learned) {
+    const canvas = $("curve");
+    const g = canvas.getContext("2d");
+    const W = canvas.width;
+    const H = canvas.height;
+    const pad = { left: 48, right: 12, top: 12, bottom: 34 };
+    g.clearRect(0, 0, W, H);
+    g.font = "13px system-ui, sans-serif";
+    const points = (Array.isArray(metrics.learning_curve) ? metrics.learning_curve : [])
+      .filter((p) => Array.isArray(p) && Number.isFinite(p[0]));
+    const latestN = Number.isFinite(metrics.samples) ? metrics.samples : learned;
+    if (latestN && (!points.length || points[points.length - 1][0] < latestN) &&
+        metrics.prequential_accuracy != null) {
+      points.push([latestN, metrics.prequential_accuracy, metrics.rolling_accuracy]);
+    }
+    const drift = Array.isArray(metrics.drift_events) ? metrics.drift_events : [];
+    if (points.length < 2) {
+      g.fillStyle = "#5b6474";
+      g.fillText("The curve appears after the first snapshots with learned samples.", pad.left, H / 2);
+      $("curve-note").textContent = "";
+      return;
+    }
+    const maxX = points[points.length - 1][0] || 1;
+    let minY = 1;
+    for (const p of points) {
+      for (const v of [p[1], p[2]]) if (Number.isFinite(v)) minY = Math.min(minY, v);
+    }
+    // Round grid lines: the smallest step giving at most 6 of them, the axis starting on one.
+    const step = [0.01, 0.02, 0.05, 0.1, 0.2].find((s) => (1 - minY) / s <= 5) || 0.25;
+    minY = Math.max(0, Math.floor(minY / step - 1e-9) * step);
+    const x = (n) => pad.left + (n / maxX) * (W - pad.left - pad.right);
+    const y = (v) => pad.top + (1 - (v - minY) / (1 - minY || 1)) * (H - pad.top - pad.bottom);
+
+    // axes and grid
+    g.strokeStyle = "#d6dae1";
+    g.fillStyle = "#5b6474";
+    g.lineWidth = 1;
+    for (let v = minY; v <= 1 + 1e-9; v += step) {
+      g.beginPath();
+      g.moveTo(pad.left, y(v));
+      g.lineTo(W - pad.right, y(v));
+      g.stroke();
+      g.textAlign = "right";
+      g.fillText((v * 100).toFixed(0) + " %", pad.left - 6, y(v) + 4);
+    }
+    g.textAlign = "center";
+    const magnitude = 10 ** Math.floor(Math.log10(maxX / 4));
+    const xStep = [1, 2, 5, 10].map((m) => m * magnitude).find((s) => maxX / s <= 6);
+    for (let n = 0; n <= maxX; n += xStep) g.fillText(fmtCompact(n), x(n), H - pad.bottom + 16);
+    g.fillText("samples learned", (pad.left + W - pad.right) / 2, H - 4);
+
+    // drift events
+    for (const event of drift) {
+      if (!Number.isFinite(event.samples) || event.samples > maxX) continue;
+      g.strokeStyle = event.direction === "better" ? "#2e7d32" : "#c62828";
+      g.lineWidth = 2;
+      g.setLineDash([5, 3]);
+      g.beginPath();
+      g.moveTo(x(event.samples), pad.top);
+      g.lineTo(x(event.samples), H - pad.bottom);
+      g.stroke();
+      g.setLineDash([]);
+    }
+
+    // the two accuracies
+    for (const [column, colour] of [[1, "#1f5fbf"], [2, "#e07b00"]]) {
+      g.strokeStyle = colour;
+      g.lineWidth = 2;
+      g.beginPath();
+      let started = false;
+      for (const p of points) {
+        if (!Number.isFinite(p[column])) continue;
+        if (started) g.lineTo(x(p[0]), y(p[column]));
+        else g.moveTo(x(p[0]), y(p[column]));
+        started = true;
+      }
+      g.stroke();
+    }
+    $("curve-note").textContent = "· " + points.length + " points, " + drift.length + " drift event" +
+      (drift.length === 1 ? "" : "s");
+    canvas.setAttribute("aria-label", "Learning curve over " + fmtInt(maxX) + " samples: prequential accuracy " +
+      fmtPct(metrics.prequential_accuracy) + ", rolling accuracy " + fmtPct(metrics.rolling_accuracy) + ", " +
+      drift.length + " drift events");
+  }
+
+  // ---- confusion matrix ----------------------------------------------------------------------------
+  function renderConfusion(matrix) {
+    const valid = Array.isArray(matrix) && matrix.length === 10 && matrix.every((r) => Array.isArray(r) && r.length === 10);
+    const key = valid ? JSON.stringify(matrix) : "";
+    if (key === state.confusionKey) return;
+    state.confusionKey = key;
+    const table = $("confusion");
+    table.textContent = "";
+    if (!valid) {
+      const cell = table.insertRow().insertCell();
+      cell.className = "empty";
+      cell.textContent = "No confusion matrix yet: it comes with the worker's snapshots.";
+      return;
+    }
+    const head = table.createTHead().insertRow();
+    const corner = document.createElement("th");
+    corner.textContent = "true \\ pred";
+    corner.style.fontSize = "0.65rem";
+    head.appendChild(corner);
+    for (let p = 0; p < 10; p++) {
+      const th = document.createElement("th");
+      th.scope = "col";
+      th.textContent = String(p);
+      head.appendChild(th);
+    }
+    const body = table.createTBody();
+    for (let t = 0; t < 10; t++) {
+      const row = body.insertRow();
+      const th = document.createElement("th");
+      th.scope = "row";
+      th.textContent = String(t);
+      row.appendChild(th);
+      const total = matrix[t].reduce((a, b) => a + b, 0);
+      for (let p = 0; p < 10; p++) {
+        const count = matrix[t][p];
+        const share = total ? count / total : 0;
+        const cell = row.insertCell();
+        cell.textContent = count ? fmtCompact(count) : "";
+        const alpha = share ? 0.08 + 0.92 * Math.sqrt(share) : 0;
+        cell.style.background = t === p ? "rgba(31, 95, 191, " + alpha + ")" : "rgba(198, 40, 40, " + alpha + ")";
+        cell.style.color = alpha > 0.55 ? "#fff" : "#1d2330";
+        cell.title = "true " + t + ", predicted " + p + ": " + fmtInt(count) + (total ? " (" + fmtPct(share) + " of the " + t + "s)" : "");
+      }
+    }
+  }
+
+  // ---- weight templates ------------------------------------------------------------------------------
+  function buildWeights() {
+    const holder = $("weights");
+    for (let digit = 0; digit < 10; digit++) {
+      const figure = document.createElement("figure");
+      figure.setAttribute("role", "listitem");
+      const canvas = document.createElement("canvas");
+      canvas.width = 28;
+      canvas.height = 28;
+      canvas.id = "weights-" + digit;
+      canvas.setAttribute("role", "img");
+      canvas.setAttribute("aria-label", "weight template of digit " + digit + " (not loaded yet)");
+      const caption = document.createElement("figcaption");
+      caption.textContent = String(digit);
+      figure.append(canvas, caption);
+      holder.appendChild(figure);
+    }
+  }
+
+  async function refreshWeights(model) {
+    const now = performance.now();
+    if (model.version === state.weightsVersion || now - state.weightsFetchedAt < POLL_MS) return;
+    state.weightsFetchedAt = now;
+    let data;
+    try {
+      data = await api("/model/weights");
+    } catch (err) {
+      $("weights-note").textContent = "Weight templates unavailable: " + describeError(err);
+      return;
+    }
+    for (let digit = 0; digit < 10; digit++) drawTemplate($("weights-" + digit), data.weights[digit], digit);
+    state.weightsVersion = data.version;
+    $("weights").dataset.version = String(data.version);
+    $("weights-note").textContent = "Version " + data.version + ", after " + fmtInt(data.samples_learned) +
+      " samples; each template is scaled to its own largest weight.";
+  }
+
+  function drawTemplate(canvas, weights, digit) {
+    const g = canvas.getContext("2d");
+    const image = g.createImageData(28, 28);
+    let peak = 0;
+    for (const w of weights) peak = Math.max(peak, Math.abs(w));
+    peak = peak || 1;
+    for (let i = 0; i < 784; i++) {
+      const v = weights[i] / peak;
+      const target = v >= 0 ? POSITIVE : NEGATIVE;
+      const a = Math.abs(v);
+      image.data[4 * i] = Math.round(255 + a * (target[0] - 255));
+      image.data[4 * i + 1] = Math.round(255 + a * (target[1] - 255));
+      image.data[4 * i + 2] = Math.round(255 + a * (target[2] - 255));
+      image.data[4 * i + 3] = 255;
+    }
+    g.putImageData(image, 0, 0);
+    canvas.setAttribute("aria-label", "weight template of digit " + digit);
+  }
+
+  // ---- versions, pin / unpin ---------------------------------------------------------------------------
+  async function refreshVersions(model, force = false) {
+    const now = performance.now();
+    const key = model.version + "/" + model.pinned;
+    if (!force && key === state.versionsForModel && now - state.versionsFetchedAt < VERSIONS_EVERY_MS) return;
+    state.versionsFetchedAt = now;
+    state.versionsForModel = key;
+    try {
+      renderVersions(await api("/model/versions"));
+    } catch (err) {
+      $("versions-status").textContent = "Versions unavailable: " + describeError(err);
+    }
+  }
+
+  function renderVersions(data) {
+    const body = $("versions").tBodies[0];
+    body.textContent = "";
+    const kept = [...data.versions].reverse(); // newest first
+    for (const info of kept) {
+      const row = body.insertRow();
+      row.dataset.version = String(info.version);
+      if (info.version === data.served) row.className = "served";
+      row.insertCell().textContent = String(info.version);
+      row.insertCell().textContent = fmtInt(info.samples_learned);
+      row.insertCell().textContent = info.created_at ? new Date(info.created_at * 1000).toLocaleTimeString() : "–";
+      row.insertCell().textContent = fmtPct(info.prequential_accuracy);
+      const labels = [];
+      if (info.version === data.served) labels.push("served");
+      if (info.version === data.latest) labels.push("latest");
+      if (info.version === data.pinned) labels.push("pinned");
+      row.insertCell().textContent = labels.join(", ");
+      const button = document.createElement("button");
+      button.type = "button";
+      if (info.version === data.pinned) {
+        button.textContent = "Unpin";
+        button.setAttribute("aria-label", "Unpin version " + info.version + " and follow the newest again");
+        button.addEventListener("click", () => changePin(null, button));
+      } else {
+        button.textContent = "Pin";
+        button.setAttribute("aria-label", "Pin version " + info.version);
+        button.addEventListener("click", () => changePin(info.version, button));
+      }
+      row.insertCell().appendChild(button);
+    }
+    if (!kept.length) {
+      body.insertRow().insertCell().textContent = "No versions kept yet.";
+    }
+  }
+
+  function changePin(version, button) {
+    const report = (text) => { $("versions-status").textContent = text; };
+    button.disabled = true;
+    guarded(async () => {
+      const model = version === null ?
+        await api("/model/unpin", { method: "POST", auth: true }) :
+        await api("/model/pin", { method: "POST", auth: true, json: { version } });
+      state.model = model;
+      renderModel(model);
+      report(version === null ? "Unpinned: following the newest snapshot again (now version " + model.version + ")." :
+        "Pinned: every replica serves version " + model.version + " until unpinned.");
+      await refreshVersions(model, true);
+    }, (text) => {
+      report(text);
+      button.disabled = false;
+    });
+  }
+
+  // ---- formatting ------------------------------------------------------------------------------------
+  function fmtInt(n) {
+    return Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "–";
+  }
+
+  function fmtPct(v, digits = 2) {
+    return Number.isFinite(v) ? (v * 100).toFixed(digits) + " %" : "–";
+  }
+
+  function fmtCompact(n) {
+    if (n >= 1e6) return (n / 1e6).toFixed(n >= 1e7 ? 0 : 1) + "M";
+    if (n >= 1e4) return (n / 1e3).toFixed(0) + "k";
+    if (n >= 1e3) return (n / 1e3).toFixed(1) + "k";
+    return String(Math.round(n));
+  }
+
+  function fmtAge(seconds) {
+    if (!Number.isFinite(seconds)) return "–";
+    if (seconds < 60) return seconds.toFixed(1) + " s";
+    if (seconds < 3600) return (seconds / 60).toFixed(1) + " min";
+    return (seconds / 3600).toFixed(1) + " h";
+  }
+
+  // ---- start -------------------------------------------------------------------------------------------
+  buildBars();
+  buildWeights();
+  clearPad();
+  renderConfusion(null);
+  document.body.dataset.state = "loading";
+  poll();
+})();

@@ -1,0 +1,238 @@
+"""The dashboard in a real headless Chromium, against a real Redis, worker and uvicorn service.
+
+Screenshots of each state are saved in the test's tmp dir and in ``test-artifacts/dashboard/``.
+"""
+
+# ruff: noqa: F811  (the fixtures imported from the support modules are parameters here)
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from digitstream.learner import DeltaRuleLearner
+from digitstream.settings import Settings
+from tests.browser_support import browser, open_page, screenshot  # noqa: F401
+from tests.service_support import LiveServer, live, make_app, train, trained, write  # noqa: F401
+from tests.worker_support import publish
+from worker.cli import connect
+from worker.loop import Worker
+
+SEEDED = 2000  # MNIST samples the worker learns before the page is used
+
+# Counts the pixels of a canvas that are not white, and which are blue-ish / red-ish (weight templates).
+CANVAS_INK = """canvas => {
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let ink = 0, blue = 0, red = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    const [r, g, b] = [data[i], data[i + 1], data[i + 2]];
+    if (r < 245 || g < 245 || b < 245) ink++;
+    if (b > r + 40) blue++;
+    if (r > b + 40) red++;
+  }
+  return {ink, blue, red, pixels: data.length / 4};
+}"""
+
+
+@pytest.fixture
+def run_worker(make_settings: Callable[..., Settings]) -> Iterator[Callable[[], Worker]]:
+    """``run_worker()`` starts a real worker (the ``digitstream worker`` loop) in a thread; stopped after the test."""
+    started: list[tuple[Worker, threading.Thread, redis.Redis]] = []
+
+    def run() -> Worker:
+        settings = make_settings()
+        client = connect(settings)
+        worker = Worker(settings, client)
+        thread = threading.Thread(target=worker.run, name="dashboard-test-worker", daemon=True)
+        thread.start()
+        started.append((worker, thread, client))
+        return worker
+
+    yield run
+    for worker, thread, client in started:
+        worker.stop()
+        thread.join(30)
+        client.close()
+        assert not thread.is_alive(), "the worker did not stop"
+
+
+def test_the_weight_templates_are_served_as_numbers_for_the_page(live: LiveServer, trained: DeltaRuleLearner) -> None:
+    answer = live.get("/model/weights")
+    assert answer.status_code == 200 and answer.headers["cache-control"] == "no-cache"
+    body = answer.json()
+    assert (body["version"], body["samples_learned"]) == (1, 3000)
+    np.testing.assert_allclose(body["weights"], trained.weights, rtol=1e-6, atol=1e-7)  # float32 on the wire
+    np.testing.assert_allclose(body["bias"], trained.bias, rtol=1e-6, atol=1e-7)
+
+
+def test_the_page_and_its_files_are_served_by_the_app_itself(live: LiveServer) -> None:
+    page = live.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "http://" not in page.text and "https://" not in page.text
+    for asset, kind in [("/static/dashboard.js", "javascript"), ("/static/dashboard.css", "text/css")]:
+        assert f'"{asset}"' in page.text
+        served = live.get(asset)
+        assert served.status_code == 200 and kind in served.headers["content-type"]
+        assert "http://" not in served.text and "https://" not in served.text  # no CDN: works offline
+
+
+def stat(page: Any, name: str) -> str | None:
+    """The raw value behind a live-panel number (``data-value`` of ``#stat-<name>``)."""
+    return page.get_attribute(f"#stat-{name}", "data-value")  # type: ignore[no-any-return]
+
+
+def wait_for_stat(page: Any, name: str, value: object, timeout: float = 15_000) -> None:
+    page.wait_for_function(
+        "([id, want]) => document.getElementById(id).dataset.value === want",
+        arg=[f"stat-{name}", str(value)],
+        timeout=timeout,
+    )
+
+
+def draw_stroke(page: Any, points: list[tuple[float, float]]) -> None:
+    """Drag the mouse through ``points`` given as fractions (0..1) of the drawing canvas."""
+    box = page.locator("#pad").bounding_box()
+
+    def at(fx: float, fy: float) -> tuple[float, float]:
+        return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+
+    page.mouse.move(*at(*points[0]))
+    page.mouse.down()
+    for point in points[1:]:
+        page.mouse.move(*at(*point), steps=12)
+    page.mouse.up()
+
+
+@pytest.mark.browser
+def test_a_drawn_one_is_predicted_and_the_feedback_is_learned_live(
+    make_app: Callable[..., LiveServer], run_worker: Callable[[], Worker], redis_client: redis.Redis,
+    mnist_train: tuple[np.ndarray, np.ndarray], open_page: Callable[..., Any],
+    screenshot: Callable[[Any, str], Any],
+) -> None:  # fmt: skip
+    server = make_app()
+    page = open_page(server.url)
+
+    # Before any snapshot the page says so in words, and the drawing pad answers the same way.
+    page.wait_for_selector("body[data-state='no-model']")
+    assert "No model yet" in page.inner_text("#banner")
+    draw_stroke(page, [(0.5, 0.2), (0.5, 0.8)])
+    page.wait_for_function("document.getElementById('prediction-note').textContent.includes('No model yet')")
+    screenshot(page, "01-no-model-yet")
+    page.click("#clear")
+
+    # A real worker learns the seeded samples; the live panel follows without a reload.
+    images, labels = mnist_train
+    publish(redis_client, "digitstream:samples", images[:SEEDED], labels[:SEEDED])
+    run_worker()
+    wait_for_stat(page, "samples", SEEDED, timeout=30_000)
+    page.wait_for_selector("body[data-state='ok']")
+    assert page.is_hidden("#banner")
+    assert float(stat(page, "preq") or 0) > 0.5
+    assert stat(page, "worker") == "active"
+
+    # Weight templates: 10 drawn canvases with both blue (for) and red (against) pixels.
+    page.wait_for_selector("#weights[data-version]")
+    for digit in range(10):
+        ink = page.eval_on_selector(f"#weights-{digit}", CANVAS_INK)
+        assert ink["ink"] > ink["pixels"] // 4, f"template {digit} is (nearly) blank: {ink}"
+        assert ink["blue"] > 20 and ink["red"] > 20, f"template {digit}: {ink}"
+    assert page.eval_on_selector("#curve", CANVAS_INK)["ink"] > 500  # the learning curve is drawn
+    diagonal = page.eval_on_selector_all("#confusion tbody tr", "rows => rows.map((r, i) => r.cells[i + 1].innerText)")
+    assert len(diagonal) == 10 and all(diagonal), f"confusion matrix diagonal: {diagonal}"
+
+    # A vertical stroke is a "1": the prediction and all 10 bars are shown while drawing.
+    draw_stroke(page, [(0.52, 0.15), (0.5, 0.5), (0.48, 0.85)])
+    page.wait_for_selector("body[data-prediction='1']")
+    assert page.inner_text("#prediction") == "1"
+    heights = page.eval_on_selector_all("#bars .fill", "bars => bars.map(b => parseFloat(b.style.height))")
+    assert len(heights) == 10 and heights.index(max(heights)) == 1 and abs(sum(heights) - 100) < 1
+    screenshot(page, "02-predicted-one")
+
+    # "That's wrong, it was N": the feedback is published to the stream and learned by the worker.
+    page.select_option("#feedback-label", "1")
+    page.click("#feedback-send")
+    page.wait_for_function("document.getElementById('feedback-status').textContent.includes('published as a 1')")
+    assert page.is_disabled("#feedback-send")  # one feedback per prediction
+    wait_for_stat(page, "samples", SEEDED + 1)
+    assert server.get("/model").json()["samples_learned"] == SEEDED + 1
+    screenshot(page, "03-feedback-learned")
+
+
+@pytest.mark.browser
+def test_pinning_a_version_asks_for_the_api_key_then_serves_it(
+    make_app: Callable[..., LiveServer], write: Callable[..., int], trained: DeltaRuleLearner,
+    mnist_train: tuple[np.ndarray, np.ndarray], open_page: Callable[..., Any],
+    screenshot: Callable[[Any, str], Any],
+) -> None:  # fmt: skip
+    write(train(*mnist_train, 500))
+    write(trained)
+    server = make_app(api_key="dashboard-secret")
+    server.wait_for_version(2)
+    page = open_page(server.url)
+    page.wait_for_selector("#versions tbody tr[data-version='1']")
+    wait_for_stat(page, "version", 2)
+
+    page.click("#versions tr[data-version='1'] button")
+    page.wait_for_selector("#api-key-form", state="visible")
+    assert "needs an API key" in page.inner_text("#api-key-prompt")
+    assert server.get("/model").json()["version"] == 2  # nothing changed without the key
+    page.fill("#api-key", "wrong-key")
+    page.click("#api-key-save")
+    page.wait_for_function("document.getElementById('api-key-prompt').textContent.includes('refused')")
+    page.fill("#api-key", "dashboard-secret")
+    page.press("#api-key", "Enter")  # the form works from the keyboard
+
+    page.wait_for_function("document.getElementById('versions-status').textContent.startsWith('Pinned')")
+    wait_for_stat(page, "version", 1)
+    assert "(pinned)" in page.inner_text("#stat-version")
+    assert server.get("/model").json()["pinned"] is True
+    page.wait_for_selector("#versions tr[data-version='1'] button:text('Unpin')")
+    screenshot(page, "04-pinned-version")
+
+    page.click("#versions tr[data-version='1'] button")  # the key is remembered for the session
+    wait_for_stat(page, "version", 2)
+    assert server.get("/model").json()["pinned"] is False
+
+
+@pytest.mark.browser
+def test_the_page_says_in_words_when_the_service_is_unreachable(
+    live: LiveServer, open_page: Callable[..., Any], screenshot: Callable[[Any, str], Any]
+) -> None:
+    page = open_page(live.url)
+    page.wait_for_selector("body[data-state='ok']")
+    wait_for_stat(page, "samples", 3000)
+    live.stop()
+    page.wait_for_selector("body[data-state='unreachable']")
+    banner = page.inner_text("#banner")
+    assert "Cannot reach the service" in banner and "last ones received" in banner
+    assert page.inner_text("#stat-samples") == "3,000"  # the last numbers stay, marked stale
+    screenshot(page, "05-service-unreachable")
+
+
+@pytest.mark.browser
+def test_the_page_is_usable_at_phone_width_with_labelled_controls(
+    live: LiveServer, open_page: Callable[..., Any], screenshot: Callable[[Any, str], Any]
+) -> None:
+    page = open_page(live.url, width=390, height=844)
+    page.wait_for_selector("#weights[data-version='1']")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+    assert page.eval_on_selector("#pad", "c => c.getBoundingClientRect().width") <= 390
+
+    unlabelled = page.evaluate("""() => [...document.querySelectorAll('input, select, canvas#pad, button')]
+        .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+        .map(e => e.id || e.outerHTML.slice(0, 60))""")
+    assert unlabelled == []
+
+    # Keyboard: Enter on the focused Clear button clears the pad (every control is a real <button>).
+    draw_stroke(page, [(0.5, 0.2), (0.5, 0.8)])
+    page.wait_for_selector("body[data-prediction='1']")
+    page.focus("#clear")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("body[data-prediction='']")
+    assert page.eval_on_selector("#pad", CANVAS_INK)["ink"] == 0
+    screenshot(page, "06-phone-width")
