@@ -45,9 +45,11 @@ class Result:
 
 
 def prequential_curve(correct: np.ndarray, points: int = 60) -> list[tuple[int, float]]:
-    """Cumulative prequential accuracy at ~``points`` evenly spaced sample counts."""
+    """Cumulative prequential accuracy at ~``points`` evenly spaced sample counts and as many spaced
+    evenly on a log scale (the plots use one: the slow learners see only a prefix of the stream)."""
     cumulative = np.cumsum(correct) / np.arange(1, len(correct) + 1)
-    marks = np.unique(np.linspace(1, len(correct), points).astype(int))
+    n = len(correct)
+    marks = np.unique(np.concatenate([np.linspace(1, n, points), np.geomspace(1, n, points)]).astype(int))
     return [(int(m), float(cumulative[m - 1])) for m in marks]
 
 

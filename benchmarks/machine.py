@@ -7,7 +7,10 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-PACKAGES = ("digitstream", "numpy", "numba", "river", "redis", "hiredis", "fastapi", "uvicorn", "orjson", "httpx")
+PACKAGES = (
+    "digitstream", "numpy", "numba", "river", "redis", "hiredis", "fastapi", "uvicorn", "orjson", "httpx",
+    "matplotlib", "vowpalwabbit",
+)  # fmt: skip
 
 
 def cpu_model() -> str:

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -77,14 +78,17 @@ def run(
     repeats: int = 5,
     batch_size: int = 1000,
     quick: bool = False,
+    server: RedisServer | None = None,
 ) -> dict[str, Any]:
-    """Benchmark on a fresh embedded redis-server; returns medians (samples/s), runs and the ratio."""
+    """Benchmark on a fresh embedded redis-server (or ``server``, running and empty); returns medians
+    (samples/s), runs and the ratio."""
     train = load_mnist(find_mnist(data_dir, download=False), "train")
     images, labels = train.images, train.labels
     if quick:
         images, labels = images[:5000], labels[:5000]
     n = len(labels)
-    with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp), appendonly=False) as server:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        server = server or stack.enter_context(RedisServer(Path(tmp), appendonly=False))
         client = redis.Redis.from_url(server.url)
         publisher = Publisher(client, KEYS, batch_size=batch_size)
         raw_rates: list[float] = []

@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -274,11 +274,16 @@ def run(
     batch_repeats: int = 5,
     freshness_repeats: int = 20,
     use_wrk: bool = True,
+    server: RedisServer | None = None,
 ) -> dict[str, Any]:
-    """Run everything; returns the numbers, the goals and whether they were met."""
+    """Run everything; returns the numbers, the goals and whether they were met.
+
+    ``server``: an already running (and empty) redis-server to use instead of starting one.
+    """
     directory = find_mnist(data_dir or Path(os.environ.get("DIGITSTREAM_TEST_DATA", REPO.parent / "shared/data/mnist")))
     train, test = load_mnist(directory, "train"), load_mnist(directory, "test")
-    with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis", appendonly=False) as server:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        server = server or stack.enter_context(RedisServer(Path(tmp) / "redis", appendonly=False))
         workdir = Path(tmp)
         client = redis.Redis.from_url(server.url)
         pipe = client.pipeline(transaction=False)
@@ -297,6 +302,8 @@ def run(
 
             wait_until(learned_all, 120, "the worker to learn the training samples")
             wait_until(lambda: ready(url), 60, "the service to be ready")
+            # The served model's own learning curve (what the dashboard draws) for the suite's plot.
+            served = httpx.get(f"{url}/model", timeout=10).json()
             predict = compare_predict(url, test.images[0], duration, repeats, connections, workdir, use_wrk)
             batch = batches(url, test.images, test.labels, batch_repeats)
             fresh = freshness(url, server.url, test.images, test.labels, freshness_repeats)
@@ -310,6 +317,7 @@ def run(
         "predict": predict,
         "batch": batch,
         "freshness": fresh,
+        "served_model": {"samples_learned": served["samples_learned"], "metrics": served["metrics"]},
         "goals_met": {
             "predict_ratio": predict["ratio"] >= GOAL_RATIO,
             "predict_p99": predict["p99_ms"] <= GOAL_P99_MS,

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -114,14 +115,23 @@ def forget_models(client: redis.Redis) -> None:
         client.delete(*keys)
 
 
-def run(data_dir: Path | None = None, repeats: int = 5, batch_size: int | None = None) -> dict[str, Any]:
-    """Run the comparison; returns the rates (median samples/s), their ratio and the raw timings."""
+def run(
+    data_dir: Path | None = None,
+    repeats: int = 5,
+    batch_size: int | None = None,
+    server: RedisServer | None = None,
+) -> dict[str, Any]:
+    """Run the comparison; returns the rates (median samples/s), their ratio and the raw timings.
+
+    ``server``: an already running (and empty) redis-server to use instead of starting one.
+    """
     directory = data_dir or Path(os.environ.get("DIGITSTREAM_TEST_DATA", REPO.parent / "shared" / "data" / "mnist"))
     train = load_mnist(directory, "train")
     images, labels = train.images.reshape(len(train.labels), N_PIXELS), train.labels
     n = len(labels)
     size = batch_size or load_settings().batch_size
-    with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp), appendonly=False) as server:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        server = server or stack.enter_context(RedisServer(Path(tmp), appendonly=False))
         client = redis.Redis.from_url(server.url)
         fill(client, images, labels)
         # Each case prepares (untimed) the function that is timed, for repetition r.

@@ -24,7 +24,6 @@ CLIENT_COMMANDS = {
     "reproduce-seed": "clients.commands.seed:reproduce_seed",
     "data": "clients.commands.data:data",
     "demo": "clients.commands.demo:demo",
-    "bench": "clients.commands.bench:bench",
 }
 ENTRY_POINT_GROUP = "digitstream.commands"
 
