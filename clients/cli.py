@@ -1,8 +1,9 @@
 """The ``digitstream`` command line: one entry point, one sub-command per task.
 
 Sub-commands are loaded lazily by name. The client commands live in ``clients.commands``; the
-``worker`` and ``serve`` commands belong to the worker and service roles and are found through
-the ``digitstream.commands`` entry points, so this package never imports those roles.
+``worker``, ``serve`` and ``bench`` commands belong to the worker and service roles and to the
+benchmarks, and are found through the ``digitstream.commands`` entry points, so this package never
+imports them.
 
 Exit codes: 0 success, 1 runtime failure (e.g. unreachable service), 2 usage or input error.
 """

@@ -8,6 +8,8 @@ import orjson
 from anyio import to_thread
 from fastapi import FastAPI, File, Request, Response, UploadFile
 from starlette.datastructures import State
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from digitstream.settings import Settings
 
@@ -41,6 +43,21 @@ def register_single(api: FastAPI) -> None:
         data = validation.parse_json(await validation.read_body(request))
         pixels = validation.pixel_bytes(validation.get_field(data, "pixels"))
         return await _single_answer(state, model, pixels)
+
+    # The requests themselves go to a plain Starlette route in front of the documented one: FastAPI's
+    # per-request machinery (dependency solving, its exit stack) costs ~25 us even with no dependency,
+    # an eighth of a request's time on this path. Same handler, same exception handlers and middleware.
+    api.router.routes.insert(0, _PlainRoute("/predict", predict, methods=["POST"], include_in_schema=False))
+
+
+class _PlainRoute(Route):
+    """A Starlette route that also names itself in the scope, as FastAPI's do (the metrics label by it)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        if match is not Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
 
 
 def register(api: FastAPI, settings: Settings) -> None:
