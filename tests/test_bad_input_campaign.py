@@ -91,6 +91,30 @@ def test_the_codec_rejects_every_generated_malformed_entry_with_a_reason(entry: 
     assert batch.last_id == b"1-1"
 
 
+def flat(fields: dict[bytes, bytes]) -> list[bytes]:
+    """The fields as the raw Redis reply lists them: name, value, name, value..."""
+    return [item for pair in fields.items() for item in pair]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    entries=st.lists(
+        malformed_entry()
+        | st.builds(lambda p, lab: {b"pixels": p, b"label": lab}, VALID_PIXELS, VALID_LABEL)
+        | st.builds(lambda p, lab: {b"label": lab, b"pixels": p}, VALID_PIXELS, VALID_LABEL),
+        max_size=8,
+    )
+)
+def test_raw_flat_replies_decode_exactly_like_redis_py_dicts(entries: list[dict[bytes, bytes]]) -> None:
+    """The worker reads Redis's flat field lists; the verdicts, pixels and reasons must not change."""
+    ids = [b"1-%d" % i for i in range(len(entries))]
+    as_dicts = decode_entries(list(zip(ids, entries, strict=True)))
+    as_lists = decode_entries([[entry_id, flat(fields)] for entry_id, fields in zip(ids, entries, strict=True)])
+    assert as_lists.ids == as_dicts.ids and as_lists.last_id == as_dicts.last_id
+    assert np.array_equal(as_lists.images, as_dicts.images) and np.array_equal(as_lists.labels, as_dicts.labels)
+    assert as_lists.rejects == as_dicts.rejects
+
+
 BAD_PER_RUN = 25  # x 40 examples = 1,000 malformed entries through the real worker
 
 

@@ -112,6 +112,10 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = Lease(client, self.keys.lease, self.worker_id, settings.lease_ttl)
         self._count_after = client.register_script(_COUNT_AFTER)
+        # Reads through the same connections, but XREAD answers stay Redis's flat lists: redis-py would
+        # build a dict per entry, and decode_entries takes either.
+        self._reader = redis.Redis(connection_pool=client.connection_pool)
+        self._reader.set_response_callback("XREAD", _raw_reply)
         self._stopping = False
         # A heartbeat (lease renewal + status) at least 3 times per lease period; reads never block longer.
         self.heartbeat = min(1.0, settings.lease_ttl / 3)
@@ -212,11 +216,14 @@ class Worker:
             if in_flight is not None:  # an exception left a batch in the learner thread: let it end first
                 in_flight.future.exception()
 
-    def _read(self, block: bool) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        def read() -> list[tuple[bytes, dict[bytes, bytes]]]:
+    def _read(self, block: bool) -> list[list[Any]]:
+        def read() -> list[list[Any]]:
             count, block_ms = self.settings.batch_size, self.block_ms if block else None
-            response: Any = self.client.xread({self.keys.samples: self.read_id}, count=count, block=block_ms)
-            return response[0][1] if response else []
+            response: Any = self._reader.xread({self.keys.samples: self.read_id}, count=count, block=block_ms)
+            if not response:
+                return []
+            # RESP3 answers a map {stream: entries}, RESP2 a list [[stream, entries]]; one stream either way.
+            return next(iter(response.values())) if isinstance(response, dict) else response[0][1]
 
         try:
             return self._retrying(read)
@@ -608,6 +615,11 @@ class Worker:
             if remaining <= 0:
                 return
             time.sleep(min(0.05, remaining))
+
+
+def _raw_reply(response: Any, **options: Any) -> Any:
+    """A response callback that keeps Redis's reply as it came."""
+    return response
 
 
 def _percent(value: float | None) -> str:
