@@ -32,17 +32,22 @@ class LeaseLost(RuntimeError):
 
 
 # KEYS: latest, versions, events, lease, stream, deadletter ; ARGV: token, keep, prefix,
-# trim_minid ("" = none), n_fields, field, value, ..., n_dead, (n_f, f, v, ...)...
-# The version is assigned here (latest + 1), so it is continuous whoever writes.
+# trim_minid ("" = none), trim_maxlen (0 = none), learned_id, n_fields, field, value, ..., n_dead,
+# (n_f, f, v, ...)...
+# The version is assigned here (latest + 1), so it is continuous whoever writes. The length trim
+# happens only when at most TRIM_PROBE entries are still to learn and the limit is at least that:
+# then the newest trim_maxlen entries hold every one of them.
+TRIM_PROBE = 1000  # entries still to learn beyond which the snapshot script skips the length trim
 _WRITE_SCRIPT = """
 local latest_key, versions_key, events_key, lease_key, stream_key, dead_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local token, keep, prefix, minid = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local maxlen, learned_id = tonumber(ARGV[5]), ARGV[6]
 if redis.call('GET', lease_key) ~= token then
   return redis.error_reply('LEASE lease lost')
 end
 local version = tonumber(redis.call('GET', latest_key) or '0') + 1
-local i = 5
+local i = 7
 local n = tonumber(ARGV[i]); i = i + 1
 local hash = {}
 for j = 1, n do
@@ -67,9 +72,13 @@ if count > keep then
   redis.call('ZREMRANGEBYRANK', versions_key, 0, count - keep - 1)
 end
 if minid ~= '' then redis.call('XTRIM', stream_key, 'MINID', minid) end
+if maxlen >= TRIM_PROBE then
+  local unlearned = redis.call('XRANGE', stream_key, '(' .. learned_id, '+', 'COUNT', TRIM_PROBE + 1)
+  if #unlearned <= TRIM_PROBE then redis.call('XTRIM', stream_key, 'MAXLEN', maxlen) end
+end
 redis.call('PUBLISH', events_key, '{"version":' .. version .. '}')
 return version
-"""
+""".replace("TRIM_PROBE", str(TRIM_PROBE))
 
 
 def write_snapshot(
@@ -81,15 +90,21 @@ def write_snapshot(
     keep: int,
     deadletters: list[dict[bytes, bytes]] = (),  # type: ignore[assignment]
     trim_minid: str | None = None,
+    trim_maxlen: int = 0,
 ) -> int:
     """Write ``snapshot`` atomically as the next version; returns that version.
 
     ``snapshot.meta["version"]`` is ignored: the script assigns latest + 1 and stores it in the
     hash's ``version`` field. Raises LeaseLost if ``lease_token`` does not hold the model's lease.
+    ``trim_minid`` trims the stream below that id; ``trim_maxlen`` (>= ``TRIM_PROBE``) also keeps it
+    to that many entries, but only while no more than ``TRIM_PROBE`` entries after the snapshot's
+    ``last_id`` are waiting to be learned, so nothing unlearned is ever trimmed. It bounds the stream
+    even when workers restart too often to know ``trim_maxlen`` learned ids themselves.
     """
     meta = {k: v for k, v in snapshot.meta.items() if k != "version"}
     fields = encode_snapshot(Snapshot(meta, snapshot.arrays))
-    args: list[Any] = [lease_token, keep, keys.snapshot_prefix, trim_minid or "", len(fields)]
+    learned_id = str(meta.get("last_id") or "0-0")
+    args: list[Any] = [lease_token, keep, keys.snapshot_prefix, trim_minid or "", trim_maxlen, learned_id, len(fields)]
     for name, value in fields.items():
         args += [name, value]
     args.append(len(deadletters))

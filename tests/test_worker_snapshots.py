@@ -13,9 +13,11 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
+from digitstream.learner import DeltaRuleLearner
 from digitstream.protocol import N_PIXELS, parse_id
 from digitstream.settings import Settings
-from digitstream.store import list_versions, parse_event, read_snapshot
+from digitstream.snapshot import snapshot_of
+from digitstream.store import TRIM_PROBE, list_versions, parse_event, read_snapshot, write_snapshot
 from tests.worker_support import latest, publish, reference, running, wait_for
 from worker.loop import LAG_CAP, Worker
 from worker.retention import ConsumedIds, next_id, trim_minid
@@ -206,6 +208,34 @@ def test_learned_entries_beyond_the_retention_length_are_trimmed(make_worker, re
 
     kept = [entry_id for entry_id, _ in redis_client.xrange(worker.keys.samples)]
     assert kept == ids[-300:]
+
+
+def test_workers_restarted_before_knowing_max_len_ids_still_bound_the_stream(make_worker, redis_client, digits) -> None:
+    """Each worker learns fewer entries than the retention length, yet the stream stays that long."""
+    images, labels = digits
+    samples = make_worker().keys.samples
+    ids: list[bytes] = []
+    for start in range(0, 3000, 600):  # five short-lived workers, 600 new entries each
+        ids += publish(redis_client, samples, images[start : start + 600], labels[start : start + 600])
+        make_worker(batch_size=100, snapshot_every=300, retention_max_len=1000).run(burst=True)
+    assert [entry_id for entry_id, _ in redis_client.xrange(samples)] == ids[-1000:]
+
+
+@pytest.mark.parametrize("unlearned", [TRIM_PROBE, TRIM_PROBE + 1])
+def test_the_length_trim_is_skipped_while_too_many_entries_wait_to_be_learned(
+    make_settings, redis_client, digits, unlearned: int
+) -> None:
+    """The snapshot script checks what is left to learn before XTRIM MAXLEN: nothing unlearned is lost."""
+    images, labels = digits
+    keys = make_settings().keys
+    n = 2500
+    ids = publish(redis_client, keys.samples, images[:n], labels[:n])
+    learned_id = ids[n - unlearned - 1].decode()
+    redis_client.set(keys.lease, "token")
+    snapshot = snapshot_of(DeltaRuleLearner(), model="m", samples_learned=0, last_id=learned_id, created_at=0.0)
+    write_snapshot(redis_client, keys, snapshot, lease_token="token", keep=3, trim_maxlen=1000)
+    kept = [entry_id for entry_id, _ in redis_client.xrange(keys.samples)]
+    assert kept == (ids[-1000:] if unlearned <= TRIM_PROBE else ids)
 
 
 def test_unlearned_entries_are_never_trimmed(make_worker, redis_client, digits) -> None:

@@ -481,6 +481,7 @@ class Worker:
                     self.client, self.keys, snapshot,
                     lease_token=self.worker_id, keep=self.settings.keep_versions,
                     deadletters=self.pending_deadletters, trim_minid=minid,
+                    trim_maxlen=self.settings.retention_max_len,
                 )  # fmt: skip
                 self._recovered()
                 return version
@@ -604,7 +605,10 @@ class Worker:
         seconds = time.monotonic() - self._outage_since
         self._outage_since = None
         self._next_heartbeat = 0.0  # renew the lease (it may have expired) before anything else
-        log.warning("Redis reachable again after %.1fs; continuing after stream id %s", seconds, self.last_id)
+        if self.learner is None:  # a standby (or a worker still starting): no position to continue from yet
+            log.warning("Redis reachable again after %.1fs", seconds)
+        else:
+            log.warning("Redis reachable again after %.1fs; continuing after stream id %s", seconds, self.last_id)
         self._fault("redis", f"Redis was unreachable for {seconds:.1f}s", seconds=round(seconds, 3))
 
     def _sleep(self, seconds: float) -> None:

@@ -8,8 +8,10 @@ Whichever limit cuts more wins.
 
 The ``max_len``-th newest id comes from the ids the worker has consumed since it started, kept
 per batch (a few MB for 100,000 ids), so nothing is asked of Redis. Until it has consumed
-``max_len`` entries since starting, a worker does not trim by length: it does not know the older
-ids, and keeping too much is the safe error.
+``max_len`` entries since starting, a worker does not know the older ids; the snapshot script then
+bounds the stream itself (``XTRIM MAXLEN max_len``), but only while at most ``TRIM_PROBE`` entries
+are waiting to be learned (``digitstream.store``), so a worker restarted every few seconds still
+keeps the stream bounded, and nothing unlearned is ever trimmed.
 """
 
 from __future__ import annotations
