@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -113,5 +113,14 @@ def redis_url(settings: Settings) -> str:
     return settings.redis_url.get_secret_value()
 
 
-__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings", "redis_url"]
+def redact(url: str) -> str:
+    """A URL without its password, for messages and log lines (every role prints where Redis is)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings", "redact", "redis_url"]
 

@@ -13,6 +13,7 @@ import redis
 
 from clients.embedded_redis import RedisServer
 from digitstream.settings import Settings, load_settings
+from worker.loop import Worker
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_ENV_VAR = "DIGITSTREAM_TEST_DATA"
@@ -47,6 +48,16 @@ def make_settings(redis_url: str) -> Callable[..., Settings]:
 
     def make(**overrides: Any) -> Settings:
         return load_settings(redis_url=redis_url, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def make_worker(make_settings: Callable[..., Settings], redis_client: redis.Redis) -> Callable[..., Worker]:
+    """``make_worker(**settings) -> Worker``: an in-process worker on the test Redis (``run(burst=True)``)."""
+
+    def make(**overrides: Any) -> Worker:
+        return Worker(make_settings(**overrides), redis_client)
 
     return make
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import redis
 
 from digitstream.protocol import N_PIXELS
-from digitstream.settings import Settings, load_settings
+from digitstream.settings import load_settings
 from digitstream.store import list_versions, read_snapshot
 from tests.worker_support import (
     WorkerProcess,
@@ -25,15 +23,6 @@ from tests.worker_support import (
     wait_for,
 )
 from worker.lease import Claim, Lease
-from worker.loop import Worker
-
-
-@pytest.fixture
-def make_worker(make_settings: Callable[..., Settings], redis_client: redis.Redis) -> Callable[..., Worker]:
-    def make(**overrides: Any) -> Worker:
-        return Worker(make_settings(**overrides), redis_client)
-
-    return make
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,20 +14,11 @@ from hypothesis import strategies as st
 
 from digitstream.learner import DeltaRuleLearner
 from digitstream.protocol import N_PIXELS, parse_id
-from digitstream.settings import Settings
 from digitstream.snapshot import snapshot_of
 from digitstream.store import TRIM_PROBE, list_versions, parse_event, read_snapshot, write_snapshot
 from tests.worker_support import latest, publish, reference, running, wait_for
-from worker.loop import LAG_CAP, Worker
+from worker.loop import LAG_CAP
 from worker.retention import ConsumedIds, next_id, trim_minid
-
-
-@pytest.fixture
-def make_worker(make_settings: Callable[..., Settings], redis_client: redis.Redis) -> Callable[..., Worker]:
-    def make(**overrides: Any) -> Worker:
-        return Worker(make_settings(**overrides), redis_client)
-
-    return make
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,13 @@ import signal
 import sys
 from types import FrameType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from digitstream.settings import Settings, SettingsError, load_settings, redis_url
+from digitstream.settings import Settings, SettingsError, load_settings, redact, redis_url
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -36,15 +35,6 @@ def connect(settings: Settings) -> redis.Redis:
         socket_keepalive=True,
         retry=Retry(NoBackoff(), 0),
     )
-
-
-def redact(url: str) -> str:
-    """A URL without its password, for log lines."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @click.command("worker")

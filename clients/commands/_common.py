@@ -10,13 +10,13 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import click
 import redis
 
 from clients.prediction import ApiError, ClientError, PredictionClient, ServiceUnavailable, ServiceUnreachable
-from digitstream.settings import Settings, SettingsError, load_settings, redis_url
+from digitstream.settings import Settings, SettingsError, load_settings, redact, redis_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,15 +42,6 @@ def settings_for(**overrides: Any) -> Settings:
         return load_settings(**overrides)
     except SettingsError as exc:
         raise InputError(str(exc)) from None
-
-
-def redact(url: str) -> str:
-    """A URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def connect_redis(settings: Settings) -> redis.Redis:
