@@ -435,8 +435,12 @@ class Worker:
         snapshot.arrays[ROLLING_ARRAY] = self.metrics.rolling_outcomes()
         s = self.settings
         minid = trim_minid(self.last_id, self.consumed_ids, s.retention_max_len, s.retention_max_age, created_at)
+        # The script's own length trim is only needed until this worker knows max_len consumed ids:
+        # from then on the MINID above already keeps the stream to that length.
+        knows_max_len = self.consumed_ids.nth_newest(s.retention_max_len) is not None
+        maxlen = 0 if knows_max_len else s.retention_max_len
         self._keep_lease()  # after an outage longer than the TTL: claim it again rather than lose the state
-        version = self._write(snapshot, minid)
+        version = self._write(snapshot, minid, maxlen)
         self.version = version
         self.pending_deadletters = []
         self._pending_bytes = 0
@@ -473,7 +477,7 @@ class Worker:
             },
         }
 
-    def _write(self, snapshot: Snapshot, minid: str | None) -> int:
+    def _write(self, snapshot: Snapshot, minid: str | None, maxlen: int) -> int:
         """write_snapshot, resolving a connection error by reading back whether the write landed."""
         while True:
             try:
@@ -481,7 +485,7 @@ class Worker:
                     self.client, self.keys, snapshot,
                     lease_token=self.worker_id, keep=self.settings.keep_versions,
                     deadletters=self.pending_deadletters, trim_minid=minid,
-                    trim_maxlen=self.settings.retention_max_len,
+                    trim_maxlen=maxlen,
                 )  # fmt: skip
                 self._recovered()
                 return version
