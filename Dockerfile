@@ -21,12 +21,13 @@ COPY pyproject.toml /src/
 RUN set -eu; \
     if ls /wheels/*.whl >/dev/null 2>&1; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels; \
         echo "installing from the wheelhouse only"; fi; \
-    python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' \
-        > /tmp/requirements.txt; \
+    python3 -c 'import tomllib; p = tomllib.load(open("/src/pyproject.toml", "rb"))["project"]; \
+        extras = p["optional-dependencies"]; \
+        print("\n".join(p["dependencies"] + extras["worker"] + extras["serve"]))' > /tmp/requirements.txt; \
     /opt/venv/bin/pip install --quiet -r /tmp/requirements.txt
 
 FROM deps AS build
-COPY README.md /src/
+COPY README.md LICENSE /src/
 COPY digitstream/ /src/digitstream/
 COPY worker/ /src/worker/
 COPY service/ /src/service/

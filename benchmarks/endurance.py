@@ -1,8 +1,8 @@
 """Endurance: steady publishing, learning and serving under load, with the worker killed every minute
 and Redis restarted once. Exits 1 when a goal fails.
 
-    python -m benchmarks.endurance --minutes 10      # the long run (docs/benchmarks.md)
-    python -m benchmarks.endurance --minutes 0.75    # the short run (tests/test_endurance.py, in CI)
+    python -m digitstream.benchmarks.endurance --minutes 10      # the long run (docs/benchmarks.md)
+    python -m digitstream.benchmarks.endurance --minutes 0.75    # the short run (tests/test_endurance.py, in CI)
 
 Everything is a real process on this machine: an embedded redis-server (append-only file), one
 ``digitstream worker``, two ``digitstream serve`` replicas on free ports, a publisher thread sending
@@ -60,9 +60,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from clients.embedded_redis import RedisServer, free_port
-from clients.processes import child_options, stop_process
-from clients.publisher import Publisher
+from digitstream.clients.embedded_redis import RedisServer, free_port
+from digitstream.clients.processes import child_options, stop_process
+from digitstream.clients.publisher import Publisher
 from digitstream.datasets import find_mnist, load_mnist
 from digitstream.protocol import Keys, parse_id
 from digitstream.store import read_snapshot
@@ -125,7 +125,7 @@ class Child:
 
     def __init__(self, name: str, args: list[str], log: Path, env: dict[str, str]) -> None:
         self.name = name
-        self.args = [sys.executable, "-m", "clients", *args]
+        self.args = [sys.executable, "-m", "digitstream", *args]
         self.log = log
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
@@ -331,7 +331,7 @@ def run(
         load_args = [
             sys.executable,
             "-m",
-            "benchmarks.endurance_load",
+            "digitstream.benchmarks.endurance_load",
             "--connections",
             str(CONNECTIONS),
             "--duration",

@@ -5,7 +5,7 @@ error), this one keeps going through failures and records each answer by the sec
 so that the endurance run can tell failures inside the Redis-restart window from those outside it.
 It runs in its own process (asyncio, uvloop when installed):
 
-    python -m benchmarks.endurance_load --url http://127.0.0.1:8001 --url ... --connections 64 \
+    python -m digitstream.benchmarks.endurance_load --url http://127.0.0.1:8001 --url ... --connections 64 \
         --duration 600 --body body.json --out load.json
 
 Connections are spread evenly over the URLs. A request counts as ok when the answer is a 200 whose

@@ -2,7 +2,7 @@
 
 Run in its own process so that it never shares an interpreter with the server it measures:
 
-    python -m benchmarks.http_load URL --duration 5 --connections 16 [--body FILE --content-type T]
+    python -m digitstream.benchmarks.http_load URL --duration 5 --connections 16 [--body FILE --content-type T]
 
 Prints one JSON line: requests, duration_us, errors, non2xx, p50_us, p90_us, p99_us, max_us (the
 same fields as the wrk script of benchmarks/service.py). Each connection sends a request, reads

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from benchmarks.learners import Result
+from digitstream.benchmarks.learners import Result
 
 OURS = "#1f77b4"
 OTHERS = "#9e9e9e"

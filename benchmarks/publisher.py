@@ -26,8 +26,8 @@ import numpy as np
 import redis
 from redis.connection import DefaultParser
 
-from clients.embedded_redis import RedisServer
-from clients.publisher import Publisher
+from digitstream.clients.embedded_redis import RedisServer
+from digitstream.clients.publisher import Publisher
 from digitstream.datasets import find_mnist, load_mnist
 from digitstream.protocol import FIELD_LABEL, FIELD_PIXELS, Keys
 
@@ -51,7 +51,7 @@ def raw_tightest(client: redis.Redis, images: np.ndarray, labels: np.ndarray, ba
     stream = KEYS.samples
     for start in range(0, len(labels), batch_size):
         pipe = client.pipeline(transaction=False)
-        command = pipe.execute_command
+        command: Callable[..., object] = pipe.execute_command
         chunk = slice(start, start + batch_size)
         for row, label in zip(images[chunk], labels[chunk].tolist(), strict=True):
             command("XADD", stream, "*", FIELD_PIXELS, row.tobytes(), FIELD_LABEL, label_bytes[label])

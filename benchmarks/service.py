@@ -44,7 +44,7 @@ import numpy as np
 import orjson
 import redis
 
-from clients.embedded_redis import RedisServer, free_port
+from digitstream.clients.embedded_redis import RedisServer, free_port
 from digitstream.datasets import find_mnist, load_mnist
 from digitstream.protocol import Keys, encode_sample, parse_id
 from digitstream.store import parse_event, read_snapshot
@@ -71,7 +71,7 @@ end
 
 
 def cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "clients", *args]
+    return [sys.executable, "-m", "digitstream", *args]
 
 
 def clean_env() -> dict[str, str]:
@@ -130,7 +130,7 @@ def load(
             script.write_text(text)
         args = [wrk, "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(script), url]
     else:
-        args = [sys.executable, "-m", "benchmarks.http_load", url, "--duration", str(duration),
+        args = [sys.executable, "-m", "digitstream.benchmarks.http_load", url, "--duration", str(duration),
                 "--connections", str(connections)]  # fmt: skip
         if body is not None:
             path = workdir / "body.json"
@@ -208,7 +208,7 @@ class EventClock:
     def __init__(self, url: str) -> None:
         self.times: dict[int, float] = {}
         self._client = redis.Redis.from_url(url)
-        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         self._pubsub.subscribe(KEYS.snapshot_events)
         self._thread = threading.Thread(target=self._listen, daemon=True)
         self._stop = False
@@ -237,7 +237,7 @@ def freshness(url: str, redis_url: str, images: np.ndarray, labels: np.ndarray, 
             for i in range(repeats):
                 time.sleep(rng.uniform(0.1, 0.7))  # land anywhere in the worker's snapshot cadence
                 started = time.perf_counter()
-                entry_id = parse_id(client.xadd(KEYS.samples, encode_sample(images[i], int(labels[i]))))
+                entry_id = parse_id(client.xadd(KEYS.samples, encode_sample(images[i], int(labels[i]))))  # type: ignore[arg-type]
                 while True:
                     body = http.get("/model").json()
                     if parse_id(body["last_id"]) >= entry_id:

@@ -7,7 +7,7 @@ pass/fail, each part's table with medians and ratios, the machine and the versio
 under ``docs/bench/`` in the output directory.
 
     digitstream bench [--data DIR] [--out DIR] [--quick] [--strict]
-    python -m benchmarks.suite [same options]
+    python -m digitstream.benchmarks.suite [same options]
 
 ``--quick`` runs every part at small sizes (a smoke test for CI: the numbers mean little).
 """
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from benchmarks.learners import Result
+    from digitstream.benchmarks.learners import Result
 
 # The parts (numpy, numba, redis, the worker...) are imported when the suite runs, not when the
 # CLI lists its commands: `digitstream --help` stays fast.
@@ -92,8 +92,8 @@ def run(data_dir: Path, sizes: Sizes, echo: Callable[[str], None] = print) -> di
     """Run every part on one embedded redis-server; returns their reports and the run's context."""
     import redis
 
-    from benchmarks import learners, machine, publisher, service, worker_ingest
-    from clients.embedded_redis import RedisServer
+    from digitstream.benchmarks import learners, machine, publisher, service, worker_ingest
+    from digitstream.clients.embedded_redis import RedisServer
 
     started = time.perf_counter()
     report: dict[str, Any] = {
@@ -171,7 +171,7 @@ def check_served_curve(data_dir: Path, service_report: dict[str, Any]) -> dict[s
 
 def goals(report: dict[str, Any]) -> list[Goal]:
     """The issues' goals, each with what this run measured."""
-    from benchmarks import publisher, service, worker_ingest
+    from digitstream.benchmarks import publisher, service, worker_ingest
 
     results: list[Result] = report["learners"]["results"]
     softmax, seed = results[0], results[1]
@@ -248,7 +248,7 @@ def goals_table(items: list[Goal]) -> str:
 
 def write_plots(report: dict[str, Any], out: Path) -> dict[str, Path]:
     """The PNGs under ``out/docs/bench``; returns them by name."""
-    from benchmarks import plots, service  # matplotlib is an optional dependency (extra "bench")
+    from digitstream.benchmarks import plots, service  # matplotlib is an optional dependency (extra "bench")
 
     directory = out / PLOTS
     results = report["learners"]["results"]
@@ -264,7 +264,7 @@ def write_plots(report: dict[str, Any], out: Path) -> dict[str, Path]:
 
 def markdown(report: dict[str, Any], pictures: dict[str, Path], out: Path, command: str) -> str:
     """BENCHMARKS.md."""
-    from benchmarks import learners, publisher, service, worker_ingest
+    from digitstream.benchmarks import learners, publisher, service, worker_ingest
 
     m = report["machine"]
     items = goals(report)
@@ -349,12 +349,12 @@ A `digitstream worker` and a `digitstream serve` in their own processes, the loa
 
 ```bash
 pip install -e '.[bench]'
-digitstream bench                 # or: python -m benchmarks.suite; add --quick for a smoke test
+digitstream bench                 # or: python -m digitstream.benchmarks.suite; add --quick for a smoke test
 ```
 
 Each part also runs alone: `python benchmarks/learners.py`, `python benchmarks/worker_ingest.py`,
 `python benchmarks/publisher.py`, `python benchmarks/service.py`. The endurance run is
-`python -m benchmarks.endurance --minutes 10` (see docs/benchmarks.md).
+`python -m digitstream.benchmarks.endurance --minutes 10` (see docs/benchmarks.md).
 """
 
 
@@ -399,7 +399,7 @@ def bench_command(data_dir: Path | None, out_dir: Path | None, quick: bool, stri
 
 
 def main() -> None:
-    bench_command(prog_name="python -m benchmarks.suite")
+    bench_command(prog_name="python -m digitstream.benchmarks.suite")
 
 
 if __name__ == "__main__":

@@ -38,12 +38,12 @@ import numpy as np
 import redis
 from redis.utils import HIREDIS_AVAILABLE
 
-from clients.embedded_redis import RedisServer
+from digitstream.clients.embedded_redis import RedisServer
 from digitstream.datasets import load_mnist
 from digitstream.learner import DeltaRuleLearner
 from digitstream.protocol import N_PIXELS, decode_entries, encode_sample
 from digitstream.settings import load_settings
-from worker.loop import Worker
+from digitstream.worker.loop import Worker
 
 REPO = Path(__file__).resolve().parent.parent
 STREAM = "bench:samples"

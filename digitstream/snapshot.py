@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .learner import DeltaRuleLearner, HyperParameters, LearnerState
+from .learner import HyperParameters, LearnerState
 from .protocol import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from .learner import DeltaRuleLearner
 
 META_FIELD = b"meta"
 VERSION_FIELD = b"version"  # when present, overrides meta["version"] (the store assigns versions)
@@ -48,13 +51,18 @@ class Snapshot:
     def last_id(self) -> str:
         return str(self.meta["last_id"])
 
-    def learner(self) -> DeltaRuleLearner:
-        """The learner this snapshot holds, ready to predict or to continue learning exactly."""
+    def learner_state(self) -> LearnerState:
+        """The learner's state this snapshot holds (numpy only: what serving needs)."""
         learner_meta = self.meta["learner"]
-        state = LearnerState(
+        return LearnerState(
             HyperParameters.from_json(learner_meta["params"]), int(learner_meta["n_samples"]), self.arrays
         )
-        return DeltaRuleLearner.from_state(state)
+
+    def learner(self) -> DeltaRuleLearner:
+        """The learner this snapshot holds, ready to continue learning exactly (loads the compiled kernels)."""
+        from .learner import DeltaRuleLearner
+
+        return DeltaRuleLearner.from_state(self.learner_state())
 
 
 def snapshot_of(learner: DeltaRuleLearner, **meta: Any) -> Snapshot:

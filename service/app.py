@@ -1,13 +1,12 @@
 """The app factory: ``create_app(settings)`` builds the FastAPI app; its lifespan owns Redis and the follower.
 
 Nothing happens at import time. The lifespan creates the ``redis.asyncio`` client (the only
-connection of the process), warms the compiled scoring kernel, starts the snapshot follower and
-the prediction flusher, and closes them all on shutdown.
+connection of the process), starts the snapshot follower and the prediction flusher, and closes
+them all on shutdown. Scoring is numpy alone: the API process never loads numba.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -19,7 +18,6 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from digitstream.learner import DeltaRuleLearner
 from digitstream.settings import Settings, load_settings, redis_url
 
 from .batching import MicroBatcher
@@ -106,7 +104,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.predictions = predictions
     app.state.batcher = MicroBatcher()
     app.state.metrics.bind(holder, predictions)
-    await asyncio.to_thread(DeltaRuleLearner)  # compiles (or loads) the numba kernels off the event loop
     try:
         async with holder.running(), predictions.running():
             log.info("serving model %r (version %s)", settings.model_name, holder.current and holder.current.version)

@@ -59,7 +59,7 @@ def run(settings: Settings, *, workers: int = 1, log_level: str = "info", access
         return
     # Worker processes build their own app from the environment, so the settings travel there.
     os.environ.update(settings_environment(settings))
-    uvicorn.run("service.app:create_app_from_env", factory=True, workers=workers, **config)
+    uvicorn.run("digitstream.service.app:create_app_from_env", factory=True, workers=workers, **config)
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:

@@ -43,7 +43,7 @@ async def get_predictions(request: Request) -> PredictionStore:
 
 
 async def get_redis(request: Request) -> aioredis.Redis:
-    return request.app.state.redis
+    return request.app.state.redis  # type: ignore[no-any-return]
 
 
 async def get_metrics(request: Request) -> ServiceMetrics:

@@ -29,7 +29,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from digitstream.learner import DeltaRuleLearner, scores_to_proba
+from digitstream.learner import Scorer, scorer_for, scores_to_proba
 from digitstream.protocol import Keys
 from digitstream.snapshot import SnapshotError, decode_snapshot
 from digitstream.store import parse_event
@@ -59,27 +59,27 @@ class ServedModel:
     version: int
     samples_learned: int
     meta: dict[str, Any]
-    learner: DeltaRuleLearner
+    scorer: Scorer
     pinned: bool = False
     loaded_at: float = dataclasses.field(default_factory=time.time)
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes], pinned: bool = False) -> ServedModel:
-        """Decode a snapshot hash (no pickle: JSON + raw arrays) and rebuild its learner."""
+        """Decode a snapshot hash (no pickle: JSON + raw arrays) and build its numpy scorer."""
         snapshot = decode_snapshot(fields)
-        learner = snapshot.learner()
-        if not learner.is_finite():
-            raise SnapshotError(f"snapshot {snapshot.version} has non-finite weights")
-        learner.served_parameters()  # computed once here, not lazily under concurrent requests
-        return cls(snapshot.version, snapshot.samples_learned, snapshot.meta, learner, pinned)
+        try:
+            scorer = scorer_for(snapshot.learner_state())
+        except ValueError as exc:
+            raise SnapshotError(f"snapshot {snapshot.version} cannot be served: {exc}") from None
+        return cls(snapshot.version, snapshot.samples_learned, snapshot.meta, scorer, pinned)
 
     @property
     def rule(self) -> str:
-        return self.learner.params.rule
+        return self.scorer.params.rule
 
     def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(digits (n,), probabilities (n, 10)); the digit is the first maximum score, as in the learner."""
-        scores = self.learner.scores_many(images)
+        scores = self.scorer.scores(images)
         return np.argmax(scores, axis=1), scores_to_proba(scores, self.rule)
 
     @property
@@ -158,14 +158,14 @@ class ModelHolder:
     async def sync(self) -> None:
         """Read the pointers and the worker status; load the target version if it changed."""
         async with self._lock:
-            latest, pinned, status = await self._client.mget(
+            latest, pinned, status = await self._client.mget(  # bytes or None each
                 self._keys.snapshot_latest, self._pin_key, self._keys.worker_status
             )
             if not self.redis_ok:
                 log.info("Redis reachable")
             self.redis_ok = True
             self.latest_version = _as_int(latest)
-            self.worker_status = _parse_status(status)
+            self.worker_status = _parse_status(status)  # type: ignore[arg-type]
             pinned_version = _as_int(pinned)
             if pinned_version is not None and await self._switch(pinned_version, pinned=True):
                 return
@@ -193,7 +193,7 @@ class ModelHolder:
         return True
 
     async def _load(self, version: int, pinned: bool) -> ServedModel | None:
-        fields = await self._client.hgetall(self._keys.snapshot(version))
+        fields: dict[bytes, bytes] = await self._client.hgetall(self._keys.snapshot(version))  # type: ignore[assignment]
         if not fields:
             return None
         try:
@@ -232,7 +232,8 @@ class ModelHolder:
 
     async def versions(self) -> list[dict[str, Any]]:
         """Kept versions, oldest first, with a few metadata fields each."""
-        versions = [int(v) for v in await self._client.zrange(self._keys.snapshot_versions, 0, -1)]
+        members: list[bytes] = await self._client.zrange(self._keys.snapshot_versions, 0, -1)  # type: ignore[assignment]
+        versions = [int(v) for v in members]
         async with self._client.pipeline(transaction=False) as pipe:
             for version in versions:
                 pipe.hget(self._keys.snapshot(version), "meta")
@@ -242,7 +243,7 @@ class ModelHolder:
             meta = _loads_object(raw)
             if meta is None:
                 continue  # trimmed between the two reads, or unreadable
-            metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+            metrics = found if isinstance(found := meta.get("metrics"), dict) else {}
             out.append({
                 "version": version,
                 "samples_learned": _as_int(meta.get("samples_learned")) or 0,

@@ -97,7 +97,7 @@ class PredictionStore:
         if entry is not None and entry[1] > time.monotonic():
             return entry[0]
         value = await self._client.get(self._keys.prediction(prediction_id))
-        return bytes(value) if value is not None else None
+        return value.encode() if isinstance(value, str) else value
 
     def effective_ttl(self) -> float:
         """``prediction_ttl``, shortened so that at most ``max_kept`` inputs are alive at the current rate."""

@@ -19,7 +19,7 @@ GAP = 2  # tile pixels between templates, before scaling
 @functools.lru_cache(maxsize=8)
 def weights_png(model: ServedModel, scale: int) -> bytes:
     """PNG of the served weights: one tile per digit 0..9, each scaled to its own largest |weight|."""
-    weights = model.learner.served_parameters()[0]  # (784, 10), pixel-major
+    weights = model.scorer.templates()[0]  # (784, 10), pixel-major
     tiles = []
     for digit in range(weights.shape[1]):
         template = weights[:, digit].reshape(28, 28)

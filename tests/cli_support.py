@@ -20,7 +20,7 @@ def cli_env(**extra: str) -> dict[str, str]:
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``digitstream ARGS...``; returns the finished process with its text stdout and stderr."""
     return subprocess.run(
-        [sys.executable, "-m", "clients", *args],
+        [sys.executable, "-m", "digitstream", *args],
         env=env if env is not None else cli_env(),
         cwd=REPO,
         capture_output=True,

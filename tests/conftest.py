@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import redis
 
-from clients.embedded_redis import RedisServer
+from digitstream.clients.embedded_redis import RedisServer
 from digitstream.settings import Settings, load_settings
-from worker.loop import Worker
+from digitstream.worker.loop import Worker
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_ENV_VAR = "DIGITSTREAM_TEST_DATA"

@@ -18,12 +18,12 @@ import pytest
 import redis
 import uvicorn
 
-from clients.embedded_redis import free_port
+from digitstream.clients.embedded_redis import free_port
 from digitstream.learner import DeltaRuleLearner, HyperParameters
+from digitstream.service.app import create_app
 from digitstream.settings import Settings
 from digitstream.snapshot import snapshot_of
 from digitstream.store import write_snapshot
-from service.app import create_app
 
 LEASE_TOKEN = "test-writer"
 

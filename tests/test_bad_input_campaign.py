@@ -151,7 +151,7 @@ def test_every_malformed_entry_is_dead_lettered_and_never_touches_the_weights(
         if position < len(bad):
             bad_ids[redis_client.xadd(keys.samples, bad[position])] = bad[position]
 
-    from worker.loop import Worker
+    from digitstream.worker.loop import Worker
 
     Worker(settings_, redis_client).run(burst=True)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from clients.embedded_redis import free_port
+from digitstream.clients.embedded_redis import free_port
 from tests.cli_support import cli_env, run_cli
 
 CLIENT_COMMANDS = ["publish", "predict", "status", "versions", "pin", "unpin", "data", "demo"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clients.embedded_redis import free_port
+from digitstream.clients.embedded_redis import free_port
 from digitstream.learner import DeltaRuleLearner
 from tests import service_support
 from tests.cli_support import assert_one_line_error, cli_env, run_cli

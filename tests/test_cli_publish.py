@@ -10,8 +10,8 @@ import pytest
 import redis
 from PIL import Image
 
-from clients.embedded_redis import free_port
-from clients.sources import epochs
+from digitstream.clients.embedded_redis import free_port
+from digitstream.clients.sources import epochs
 from digitstream.datasets import write_idx_images, write_idx_labels
 from digitstream.protocol import Keys, decode_entries
 from tests.cli_support import assert_one_line_error, run_cli

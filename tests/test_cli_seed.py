@@ -13,7 +13,7 @@ from tests.test_learner import SEED_SCORES_AFTER_5_EPOCHS_ON_IMAGE_0
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "clients", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "digitstream", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_reproduce_seed_prints_the_posts_scores_and_test_accuracy(mnist_dir: Path) -> None:

@@ -24,7 +24,7 @@ import pytest
 import redis
 import yaml
 
-from clients.publisher import Publisher, PublishProgress
+from digitstream.clients.publisher import Publisher, PublishProgress
 from digitstream.learner import DeltaRuleLearner, HyperParameters
 from digitstream.protocol import Keys
 from tests.docker import images

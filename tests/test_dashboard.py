@@ -17,11 +17,11 @@ import redis
 
 from digitstream.learner import DeltaRuleLearner
 from digitstream.settings import Settings
+from digitstream.worker.cli import connect
+from digitstream.worker.loop import Worker
 from tests.browser_support import browser, open_page, screenshot  # noqa: F401
 from tests.service_support import LiveServer, live, make_app, train, trained, write  # noqa: F401
 from tests.worker_support import publish
-from worker.cli import connect
-from worker.loop import Worker
 
 SEEDED = 2000  # MNIST samples the worker learns before the page is used
 

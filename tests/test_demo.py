@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import redis
 
-from clients.embedded_redis import free_port
+from digitstream.clients.embedded_redis import free_port
 from tests.cli_support import REPO, cli_env, run_cli
 
 STARTUP = 120.0  # seconds; a cold start compiles the numba kernels in the worker and the API
@@ -77,7 +77,9 @@ class Demo:
     def __init__(self, args: list[str], state: Path) -> None:
         self.state = state
         self.port = free_port()
-        command = [sys.executable, "-m", "clients", "demo", "--port", str(self.port), "--state-dir", str(state), *args]
+        command = [
+            sys.executable, "-m", "digitstream", "demo", "--port", str(self.port), "--state-dir", str(state), *args
+        ]
         self.process = subprocess.Popen(
             command, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )

@@ -1,5 +1,5 @@
 """The short endurance run (CI): predictions never fail and nothing is lost while the worker is
-SIGKILLed and Redis restarts under load. The 10-minute run is ``python -m benchmarks.endurance``."""
+SIGKILLed and Redis restarts under load. The 10-minute run is ``python -m digitstream.benchmarks.endurance``."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def endurance(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
     workdir = tmp_path_factory.mktemp("endurance")
     report = workdir / "report.json"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.endurance", "--minutes", str(MINUTES), "--data", str(mnist_dir),
+        [sys.executable, "-m", "digitstream.benchmarks.endurance", "--minutes", str(MINUTES), "--data", str(mnist_dir),
          "--workdir", str(workdir), "--json", str(report)],
         cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip

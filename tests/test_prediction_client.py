@@ -17,8 +17,8 @@ import pytest
 import redis
 from PIL import Image
 
-from clients.embedded_redis import free_port
-from clients.prediction import (
+from digitstream.clients.embedded_redis import free_port
+from digitstream.clients.prediction import (
     ApiError,
     AsyncPredictionClient,
     BatchPrediction,

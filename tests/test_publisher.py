@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from clients.embedded_redis import free_port
-from clients.publisher import InvalidSamples, Publisher, PublishProgress, Rejection, validate_batch
+from digitstream.clients.embedded_redis import free_port
+from digitstream.clients.publisher import InvalidSamples, Publisher, PublishProgress, Rejection, validate_batch
 from digitstream.protocol import InvalidSample, Keys, decode_entries, encode_sample
 
 KEYS = Keys.for_model("pubtest")

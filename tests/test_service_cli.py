@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clients.embedded_redis import free_port
+from digitstream.clients.embedded_redis import free_port
 from digitstream.learner import DeltaRuleLearner
 from tests.cli_support import REPO, cli_env
 from tests.service_support import trained, write  # noqa: F401
@@ -29,7 +29,7 @@ class Serve:
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "clients", "serve", "--port", str(self.port), *args],
+            [sys.executable, "-m", "digitstream", "serve", "--port", str(self.port), *args],
             cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
 
@@ -124,7 +124,7 @@ def test_serve_with_several_worker_processes_passes_the_settings_to_each(
 )
 def test_serve_refuses_bad_settings_with_exit_code_2_naming_them(args: tuple[str, ...], message: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "clients", "serve", *args],
+        [sys.executable, "-m", "digitstream", "serve", *args],
         cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 2

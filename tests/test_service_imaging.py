@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from digitstream.protocol import decode_entries
-from service.imaging import MAX_IMAGE_PIXELS, ImageError, to_mnist
+from digitstream.service.imaging import MAX_IMAGE_PIXELS, ImageError, to_mnist
 from tests.service_support import LiveServer, live, make_app, trained, write  # noqa: F401
 
 

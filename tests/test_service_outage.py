@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import redis
 
-from clients.embedded_redis import RedisServer
+from digitstream.clients.embedded_redis import RedisServer
 from digitstream.learner import DeltaRuleLearner
 from digitstream.protocol import N_PIXELS
 from digitstream.settings import load_settings

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from digitstream.learner import DeltaRuleLearner
 from digitstream.protocol import InvalidSample, validate_pixels
+from digitstream.service import validation
+from digitstream.service.batching import MicroBatcher
+from digitstream.service.model_holder import ServedModel
+from digitstream.service.predictions import PredictionIds
 from digitstream.snapshot import encode_snapshot, snapshot_of
-from service import validation
-from service.batching import MicroBatcher
-from service.model_holder import ServedModel
-from service.predictions import PredictionIds
 
 JSON_VALUES = st.recursive(
     st.none()

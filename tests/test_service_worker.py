@@ -15,9 +15,9 @@ import redis
 from digitstream.learner import DeltaRuleLearner
 from digitstream.protocol import encode_sample
 from digitstream.settings import Settings
+from digitstream.worker.cli import connect
+from digitstream.worker.loop import Worker
 from tests.service_support import LiveServer, make_app  # noqa: F401
-from worker.cli import connect
-from worker.loop import Worker
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clients.sources import SourceError, epochs, image_pixels, load_image, load_samples
+from digitstream.clients.sources import SourceError, epochs, image_pixels, load_image, load_samples
 from digitstream.datasets import write_idx_images, write_idx_labels
 
 

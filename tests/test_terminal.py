@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from clients.terminal import ProgressLine, bar_chart, format_duration
+from digitstream.clients.terminal import ProgressLine, bar_chart, format_duration
 
 
 def test_a_bar_chart_has_one_line_per_digit_with_bars_proportional_to_probability() -> None:

@@ -13,12 +13,12 @@ import redis
 from click.testing import CliRunner
 from redis.connection import SSLConnection
 
-from clients.embedded_redis import RedisServer
+from digitstream.clients.embedded_redis import RedisServer
 from digitstream.settings import load_settings, redact
 from digitstream.store import read_snapshot
+from digitstream.worker.cli import connect
+from digitstream.worker.cli import worker_command as command
 from tests.worker_support import WorkerProcess, publish, wait_for, worker_command
-from worker.cli import connect
-from worker.cli import worker_command as command
 
 
 @pytest.mark.parametrize(

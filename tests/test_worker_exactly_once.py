@@ -22,8 +22,8 @@ import redis
 from digitstream.protocol import N_PIXELS, encode_sample
 from digitstream.settings import load_settings
 from digitstream.store import read_snapshot
+from digitstream.worker.loop import Worker
 from tests.worker_support import WorkerProcess, latest, publish_raw, reference, relative_difference, wait_for
-from worker.loop import Worker
 
 N_SAMPLES = 20_000
 KILLS = 6

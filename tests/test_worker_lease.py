@@ -13,6 +13,7 @@ import redis
 from digitstream.protocol import N_PIXELS
 from digitstream.settings import load_settings
 from digitstream.store import list_versions, read_snapshot
+from digitstream.worker.lease import Claim, Lease
 from tests.worker_support import (
     WorkerProcess,
     latest,
@@ -22,7 +23,6 @@ from tests.worker_support import (
     running,
     wait_for,
 )
-from worker.lease import Claim, Lease
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.metrics import OnlineMetrics
+from digitstream.worker.metrics import OnlineMetrics
 
 
 def outcomes(n: int, seed: int, accuracy: float = 0.8) -> tuple[np.ndarray, np.ndarray]:

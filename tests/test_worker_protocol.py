@@ -13,8 +13,8 @@ import redis
 from digitstream.protocol import MAX_ENTRY_BYTES, N_PIXELS
 from digitstream.settings import Settings
 from digitstream.store import list_versions
+from digitstream.worker.loop import MAX_DEADLETTER_FIELDS, MAX_PENDING_DEADLETTERS, Worker
 from tests.worker_support import latest, publish, publish_raw, reference
-from worker.loop import MAX_DEADLETTER_FIELDS, MAX_PENDING_DEADLETTERS, Worker
 
 RNG = np.random.default_rng(7)
 IMAGES = RNG.integers(0, 256, (4, N_PIXELS)).astype(np.uint8)

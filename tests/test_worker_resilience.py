@@ -16,12 +16,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from clients.embedded_redis import RedisServer
+from digitstream.clients.embedded_redis import RedisServer
 from digitstream.protocol import N_PIXELS
 from digitstream.settings import Settings, load_settings
 from digitstream.store import list_versions, read_snapshot
+from digitstream.worker.loop import Worker
 from tests.worker_support import latest, publish, publish_raw, reference, running, wait_for
-from worker.loop import Worker
 
 
 @pytest.fixture(scope="module")

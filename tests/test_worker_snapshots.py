@@ -16,9 +16,9 @@ from digitstream.learner import DeltaRuleLearner
 from digitstream.protocol import N_PIXELS, parse_id
 from digitstream.snapshot import snapshot_of
 from digitstream.store import TRIM_PROBE, list_versions, parse_event, read_snapshot, write_snapshot
+from digitstream.worker.loop import LAG_CAP
+from digitstream.worker.retention import ConsumedIds, next_id, trim_minid
 from tests.worker_support import latest, publish, reference, running, wait_for
-from worker.loop import LAG_CAP
-from worker.retention import ConsumedIds, next_id, trim_minid
 
 
 @pytest.fixture(scope="module")

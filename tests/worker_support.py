@@ -98,7 +98,7 @@ def running(worker: Any, burst: bool = False) -> Iterator[threading.Thread]:
 def worker_command(*args: str) -> list[str]:
     """The real ``digitstream worker`` command line."""
     script = Path(sys.executable).with_name("digitstream")
-    base = [str(script)] if script.exists() else [sys.executable, "-m", "clients"]
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "digitstream"]
     return [*base, "worker", *args]
 
 

@@ -1,5 +1,5 @@
 """``python -m worker``: the same as ``digitstream worker``."""
 
-from worker.cli import worker_command
+from digitstream.worker.cli import worker_command
 
 worker_command(prog_name="digitstream worker")

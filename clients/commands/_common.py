@@ -15,7 +15,13 @@ from urllib.parse import urlsplit
 import click
 import redis
 
-from clients.prediction import ApiError, ClientError, PredictionClient, ServiceUnavailable, ServiceUnreachable
+from digitstream.clients.prediction import (
+    ApiError,
+    ClientError,
+    PredictionClient,
+    ServiceUnavailable,
+    ServiceUnreachable,
+)
 from digitstream.settings import Settings, SettingsError, load_settings, redact, redis_url
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from clients.terminal import ProgressLine
+from digitstream.clients.terminal import ProgressLine
 from digitstream.datasets import DEFAULT_MIRRORS, DatasetError, default_cache_dir, download_mnist, find_mnist
 
 from ._common import InputError, RuntimeFailure

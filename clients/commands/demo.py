@@ -29,11 +29,11 @@ import numpy as np
 import redis
 from pydantic import SecretStr
 
-from clients.embedded_redis import RedisServer, RedisServerError
-from clients.prediction import ClientError, ModelStatus, PredictionClient, ServiceUnavailable
-from clients.processes import child_options, stop_process
-from clients.publisher import Publisher
-from clients.terminal import format_count
+from digitstream.clients.embedded_redis import RedisServer, RedisServerError
+from digitstream.clients.prediction import ClientError, ModelStatus, PredictionClient, ServiceUnavailable
+from digitstream.clients.processes import child_options, stop_process
+from digitstream.clients.publisher import Publisher
+from digitstream.clients.terminal import format_count
 from digitstream.datasets import (
     DATA_ENV_VAR,
     DEFAULT_MIRRORS,
@@ -42,9 +42,9 @@ from digitstream.datasets import (
     find_mnist,
     load_mnist,
 )
-from digitstream.settings import ENV_PREFIX, Settings, redis_url
+from digitstream.settings import ENV_PREFIX, Settings, redact, redis_url
 
-from ._common import InputError, RuntimeFailure, connect_redis, redact, settings_for
+from ._common import InputError, RuntimeFailure, connect_redis, settings_for
 from .publish import Rate
 
 DEFAULT_RATE = 200  # samples/s: fast enough to see the curve rise, slow enough to watch
@@ -64,7 +64,8 @@ class StopSignals:
     must still stop the demo. After the first signal none can interrupt the shutdown itself.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    # SIGHUP (the terminal closed) does not exist on Windows.
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
     def __init__(self) -> None:
         self.hurry = threading.Event()
@@ -170,7 +171,7 @@ def _run(
     for name in ("worker", "serve"):
         log = (state / f"{name}.log").open("ab")
         children.logs.append(log)
-        command = [sys.executable, "-m", "clients", name]
+        command = [sys.executable, "-m", "digitstream", name]
         options = child_options()
         process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, **options)
         children.processes.append((name, process))

@@ -7,8 +7,8 @@ from dataclasses import asdict
 
 import click
 
-from clients.prediction import ModelStatus
-from clients.terminal import format_count, format_duration
+from digitstream.clients.prediction import ModelStatus
+from digitstream.clients.terminal import format_count, format_duration
 
 from ._common import echo_json, service_client, service_errors, service_options
 

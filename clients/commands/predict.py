@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from clients.prediction import Prediction, PredictionClient
-from clients.sources import SourceError, load_image, open_image
-from clients.terminal import bar_chart, format_count, supports_unicode
+from digitstream.clients.prediction import Prediction, PredictionClient
+from digitstream.clients.sources import SourceError, load_image, open_image
+from digitstream.clients.terminal import bar_chart, format_count, supports_unicode
 
 from ._common import InputError, echo_json, service_client, service_errors, service_options
 

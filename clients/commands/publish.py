@@ -13,12 +13,12 @@ from typing import Any
 import click
 import redis
 
-from clients.publisher import Publisher, PublishProgress, validate_batch
-from clients.sources import SampleSet, SourceError, epochs, load_samples
-from clients.terminal import ProgressLine, format_count
-from digitstream.settings import redis_url
+from digitstream.clients.publisher import Publisher, PublishProgress, validate_batch
+from digitstream.clients.sources import SampleSet, SourceError, epochs, load_samples
+from digitstream.clients.terminal import ProgressLine, format_count
+from digitstream.settings import redact, redis_url
 
-from ._common import InputError, RuntimeFailure, connect_redis, echo_json, redact, redis_options, settings_for
+from ._common import InputError, RuntimeFailure, connect_redis, echo_json, redis_options, settings_for
 
 _CHUNK = 10_000  # samples gathered per publisher call (the publisher pipelines them by --batch-size)
 _EXAMPLES = 3  # locations shown per rejection reason

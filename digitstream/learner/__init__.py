@@ -1,8 +1,37 @@
-"""The delta-rule learner (pure: numpy in, numpy out)."""
+"""The delta-rule learners (pure: numpy in, numpy out).
 
-from .model import DeltaRuleLearner, LearnerState, as_images, as_labels, scores_to_proba
+Importing this package is cheap: the compiled learner (numba) and the river adapter load on first
+use of their names, so the settings, the snapshot format and the API process, which need only
+``params``, ``state`` and ``scoring`` (numpy), never load numba or river.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .params import RULES, SCHEDULES, HyperParameters, Rule, Schedule
-from .river_api import DeltaRuleClassifier
+from .scoring import Scorer, scorer_for, scores_to_proba
+from .state import LearnerState
+
+if TYPE_CHECKING:
+    from .model import DeltaRuleLearner, as_images, as_labels
+    from .river_api import DeltaRuleClassifier
+
+_LAZY = {
+    "DeltaRuleLearner": ".model",
+    "as_images": ".model",
+    "as_labels": ".model",
+    "DeltaRuleClassifier": ".river_api",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
+
 
 __all__ = [
     "RULES",
@@ -13,7 +42,9 @@ __all__ = [
     "LearnerState",
     "Rule",
     "Schedule",
+    "Scorer",
     "as_images",
     "as_labels",
+    "scorer_for",
     "scores_to_proba",
 ]

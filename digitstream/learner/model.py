@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from . import kernels
 from .params import HyperParameters
+from .scoring import pixel_values, scores_to_proba
+from .state import LearnerState
 
 N_CLASSES = kernels.N_CLASSES
 N_PIXELS = kernels.N_PIXELS
-STATE_FORMAT = 1
-
 _ARRAY_NAMES = ("wt", "bias", "acc_wt", "acc_bias", "norm")
 
 
@@ -48,18 +47,6 @@ def as_labels(labels: Any, n: int) -> np.ndarray:
     if n and (arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() > 9):
         raise ValueError("labels must be integers 0..9")
     return np.ascontiguousarray(arr, dtype=np.int64)
-
-
-@dataclass
-class LearnerState:
-    """Everything needed to continue learning exactly: arrays (bit for bit) and JSON-able meta."""
-
-    params: HyperParameters
-    n_samples: int
-    arrays: dict[str, np.ndarray] = field(repr=False)
-
-    def meta(self) -> dict[str, Any]:
-        return {"format": STATE_FORMAT, "params": self.params.to_json(), "n_samples": self.n_samples}
 
 
 class DeltaRuleLearner:
@@ -198,28 +185,4 @@ class DeltaRuleLearner:
         return (self._wt, self._bias, self._acc_wt, self._acc_bias, self._norm)
 
 
-def pixel_values(params: HyperParameters) -> np.ndarray:
-    """Input value of each pixel byte 0..255: raw for the seed rule, ``p / 255`` for softmax."""
-    values = np.arange(256, dtype=np.float64)
-    return values if params.rule == "seed" else values / 255.0
-
-
-def scores_to_proba(scores: np.ndarray, rule: str) -> np.ndarray:
-    """Probabilities from raw scores (see ``DeltaRuleLearner.predict_proba_many``)."""
-    if rule == "softmax":
-        return _softmax(scores)
-    # Identity rule: scores estimate the one-hot target; keep their positive part, normalised
-    # (order-preserving, so the most probable digit is the predicted one). Rows with no
-    # positive score fall back to the softmax, which preserves the order too.
-    positive = np.maximum(scores, 0.0)
-    totals = positive.sum(axis=1, keepdims=True)
-    has_positive = totals[:, 0] > 0
-    out = _softmax(scores)
-    out[has_positive] = positive[has_positive] / totals[has_positive]
-    return out
-
-
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
-    proba: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
-    return proba
+__all__ = ["DeltaRuleLearner", "LearnerState", "as_images", "as_labels", "pixel_values", "scores_to_proba"]

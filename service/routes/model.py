@@ -71,7 +71,7 @@ def register(api: FastAPI, settings: Settings) -> None:
 @functools.lru_cache(maxsize=4)
 def weights_json(model: ServedModel) -> bytes:
     """The GET /model/weights body, encoded once per served model (float32: ~80 kB, plenty for a picture)."""
-    weights, bias = model.learner.served_parameters()
+    weights, bias = model.scorer.templates()
     return orjson.dumps(
         {"version": model.version, "samples_learned": model.samples_learned,
          "weights": np.ascontiguousarray(weights.T, dtype=np.float32), "bias": bias.astype(np.float32)},
@@ -82,7 +82,7 @@ def weights_json(model: ServedModel) -> bytes:
 def describe(model: ServedModel, holder: ModelHolder, settings: Settings) -> dict[str, Any]:
     """The GET /model body (also answered by pin/unpin)."""
     meta = model.meta
-    metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+    metrics = found if isinstance(found := meta.get("metrics"), dict) else {}
     worker = holder.worker_status
     lag = _int(worker.get("lag")) if worker else None
     if lag is None:
@@ -95,7 +95,7 @@ def describe(model: ServedModel, holder: ModelHolder, settings: Settings) -> dic
         "age_seconds": model.age(),
         "last_id": str(meta.get("last_id", "")),
         "rule": model.rule,
-        "params": model.learner.params.to_json(),
+        "params": model.scorer.params.to_json(),
         "metrics": finite_json(metrics),
         "lag": lag,
         "pinned": model.pinned,

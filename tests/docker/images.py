@@ -266,7 +266,8 @@ class TargetPython:
 def project_requirements() -> list[str]:
     """The project's runtime dependencies and its build requirements (to build the wheel offline)."""
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    return [*pyproject["project"]["dependencies"], *pyproject["build-system"]["requires"]]
+    project, extras = pyproject["project"], pyproject["project"]["optional-dependencies"]
+    return [*project["dependencies"], *extras["worker"], *extras["serve"], *pyproject["build-system"]["requires"]]
 
 
 _MISSING = re.compile(r"No matching distribution found for (\S[^;\n]*)")

@@ -1,3 +1,0 @@
-from clients.cli import main
-
-main()
