@@ -65,6 +65,7 @@ from digitstream.clients.processes import child_options, stop_process
 from digitstream.clients.publisher import Publisher
 from digitstream.datasets import find_mnist, load_mnist
 from digitstream.protocol import Keys, parse_id
+from digitstream.settings import without_settings
 from digitstream.store import read_snapshot
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,7 +101,7 @@ class Timeline:
 
 def clean_env(**settings: str) -> dict[str, str]:
     """This environment without DIGITSTREAM_* settings, plus ``settings`` (as DIGITSTREAM_<NAME>)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITSTREAM_")}
+    env = without_settings(os.environ)
     env.update({f"DIGITSTREAM_{name.upper()}": value for name, value in settings.items()})
     return env
 

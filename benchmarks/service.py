@@ -47,6 +47,7 @@ import redis
 from digitstream.clients.embedded_redis import RedisServer, free_port
 from digitstream.datasets import find_mnist, load_mnist
 from digitstream.protocol import Keys, encode_sample, parse_id
+from digitstream.settings import without_settings
 from digitstream.store import parse_event, read_snapshot
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,7 +77,7 @@ def cli_command(*args: str) -> list[str]:
 
 def clean_env() -> dict[str, str]:
     """This environment without DIGITSTREAM_* settings: the processes get theirs from options."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("DIGITSTREAM_")}
+    return without_settings(os.environ)
 
 
 @contextmanager

@@ -133,7 +133,15 @@ def validate_label(label: object) -> int:
 
 
 def encode_sample(pixels: object, label: object) -> dict[bytes, bytes]:
-    """Stream fields of one sample in canonical form (validated first)."""
+    """Stream fields of one sample in canonical form (validated first).
+
+    >>> fields = encode_sample([[0] * 28] * 27 + [[255] * 28], "7")
+    >>> len(fields[b"pixels"]), fields[b"label"]
+    (784, b'7')
+    >>> pixels, label = decode_entry(fields)
+    >>> int(pixels.sum()) == 28 * 255, label
+    (True, 7)
+    """
     return {FIELD_PIXELS: validate_pixels(pixels).tobytes(), FIELD_LABEL: b"%d" % validate_label(label)}
 
 

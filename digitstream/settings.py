@@ -5,7 +5,8 @@ Built by :func:`load_settings` at each entry point and passed in; never created 
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,6 +33,13 @@ class Settings(BaseSettings):
     model_name: str = Field("digitstream", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="prefix of all keys")
     stream_key: str | None = Field(None, description="samples stream (default <model>:samples)")
     deadletter_key: str | None = Field(None, description="dead-letter stream (default <model>:deadletter)")
+    redis_connect_timeout: float = Field(5.0, gt=0, le=300, description="seconds to open a Redis connection")
+    redis_timeout: float = Field(
+        30.0, gt=0, le=3600, description="seconds a Redis command may take (workers and clients; beyond blocking reads)"
+    )
+    service_redis_timeout: float = Field(
+        2.0, gt=0, le=60, description="seconds the API waits for Redis before serving from memory"
+    )
 
     # -- learner --------------------------------------------------------------------------
     rule: Rule = "softmax"
@@ -63,9 +71,6 @@ class Settings(BaseSettings):
     prediction_ttl: float = Field(3600.0, gt=0, description="seconds a prediction is kept for feedback")
     poll_interval: float = Field(0.5, gt=0, description="snapshot polling fallback (seconds)")
 
-    # -- data -----------------------------------------------------------------------------
-    data_dir: Path | None = None
-
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: SecretStr) -> SecretStr:
@@ -82,6 +87,22 @@ class Settings(BaseSettings):
     @property
     def keys(self) -> Keys:
         return Keys.for_model(self.model_name, self.stream_key, self.deadletter_key)
+
+    def to_environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """``DIGITSTREAM_*`` variables that rebuild these settings in a child process.
+
+        Laid over ``base`` (e.g. ``os.environ``) without its own ``DIGITSTREAM_*`` variables, so
+        nothing stale leaks through; secrets travel in clear, as they must.
+        """
+        env = without_settings(base or {})
+        for name, value in self.model_dump(mode="json").items():
+            if value is None:
+                continue
+            field_value = getattr(self, name)
+            if isinstance(field_value, SecretStr):
+                value = field_value.get_secret_value()
+            env[f"{ENV_PREFIX}{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+        return env
 
     def hyper_parameters(self) -> HyperParameters:
         return HyperParameters.for_rule(
@@ -109,12 +130,23 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
 
 
+def without_settings(environment: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``environment`` without ``DIGITSTREAM_*`` variables."""
+    return {k: v for k, v in environment.items() if not k.startswith(ENV_PREFIX)}
+
+
 def redis_url(settings: Settings) -> str:
     return settings.redis_url.get_secret_value()
 
 
 def redact(url: str) -> str:
-    """A URL without its password, for messages and log lines (every role prints where Redis is)."""
+    """A URL without its password, for messages and log lines (every role prints where Redis is).
+
+    >>> redact("redis://worker:s3cret@redis.internal:6379/0")
+    'redis://worker:***@redis.internal:6379/0'
+    >>> redact("redis://localhost:6379/0")
+    'redis://localhost:6379/0'
+    """
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -122,5 +154,5 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings", "redact", "redis_url"]
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings", "redact", "redis_url", "without_settings"]
 

@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from digitstream.settings import Settings, load_settings, redis_url
+from digitstream.connections import service_client
+from digitstream.settings import Settings, load_settings
 
 from .batching import MicroBatcher
 from .body_limit import BodyLimitMiddleware
@@ -94,9 +94,7 @@ def create_app_from_env() -> FastAPI:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    client = aioredis.Redis.from_url(
-        redis_url(settings), socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=10
-    )
+    client = service_client(settings)
     holder = ModelHolder(client, settings.keys, settings.poll_interval)
     predictions = PredictionStore(client, settings.keys, settings.prediction_ttl)
     app.state.redis = client

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import os
 from typing import Any
 
 import click
 import uvicorn
 
-from digitstream.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from digitstream.settings import Settings, SettingsError, load_settings
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -58,21 +57,8 @@ def run(settings: Settings, *, workers: int = 1, log_level: str = "info", access
         uvicorn.run(create_app(settings), **config)
         return
     # Worker processes build their own app from the environment, so the settings travel there.
-    os.environ.update(settings_environment(settings))
+    os.environ.update(settings.to_environment())
     uvicorn.run("digitstream.service.app:create_app_from_env", factory=True, workers=workers, **config)
-
-
-def settings_environment(settings: Settings) -> dict[str, str]:
-    """DIGITSTREAM_* variables reproducing ``settings`` (for child processes)."""
-    env = {}
-    for name, value in settings.model_dump(mode="json").items():
-        if value is None:
-            continue
-        secret = getattr(settings, name)
-        if hasattr(secret, "get_secret_value"):
-            value = secret.get_secret_value()
-        env[f"{ENV_PREFIX}{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
-    return env
 
 
 def logging_config(level: str) -> dict[str, Any]:

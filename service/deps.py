@@ -25,10 +25,6 @@ _api_key_header = APIKeyHeader(
 )
 
 
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
-
-
 async def get_holder(request: Request) -> ModelHolder:
     return request.app.state.holder  # type: ignore[no-any-return]
 
@@ -62,7 +58,6 @@ async def require_api_key(request: Request, key: Annotated[str | None, Security(
         raise HTTPException(403, f"{API_KEY_HEADER}: invalid API key")
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 ModelDep = Annotated[ServedModel, Depends(get_model)]
 PredictionsDep = Annotated[PredictionStore, Depends(get_predictions)]

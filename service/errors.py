@@ -1,7 +1,8 @@
-"""Exception handlers: every failure becomes ``{"detail": "<field>: <problem>"}`` with a 4xx/503, never a 500.
+"""Exception handlers: every failure becomes ``{"detail": "<field>: <problem>"}``.
 
-The messages name the field first (``pixels[3]: 300 is outside 0..255``), as the HTTP contract in
-docs/ARCHITECTURE.md requires; Redis trouble and "no model yet" are 503 with ``Retry-After``.
+Bad input is a 4xx whose message names the field first (``pixels[3]: 300 is outside 0..255``), as
+the HTTP contract in docs/ARCHITECTURE.md requires; Redis trouble and "no model yet" are 503 with
+``Retry-After``. A bug is the only 500: logged with its traceback, answered without details.
 """
 
 from __future__ import annotations

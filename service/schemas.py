@@ -182,10 +182,6 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
-class Ping(BaseModel):
-    received: int = Field(description="bytes of the request body")
-
-
 class Readiness(BaseModel):
     status: Literal["ready", "degraded", "unavailable"]
     model_version: int | None

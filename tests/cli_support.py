@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from digitstream.settings import without_settings
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 def cli_env(**extra: str) -> dict[str, str]:
     """The current environment without any DIGITSTREAM_* setting (so the caller's shell cannot leak in)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITSTREAM_")}
+    env = without_settings(os.environ)
     env.update(extra)
     return env
 

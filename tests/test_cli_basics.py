@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,33 @@ def test_every_command_has_help(command: str) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"Usage: digitstream {command} ")
     assert "-h, --help" in done.stdout
+
+
+def test_the_listed_summaries_are_each_commands_own_first_help_line() -> None:
+    import click
+
+    from digitstream.clients import cli
+
+    group = cli.cli
+    assert isinstance(group, cli.LazyGroup)
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None and command.help is not None, name
+        assert group.summary(ctx, name) == command.help.strip().splitlines()[0], name
+
+
+HEAVY = ("numba", "llvmlite", "river", "scipy", "fastapi", "uvicorn", "starlette", "matplotlib")
+
+
+@pytest.mark.parametrize("args", ["--help", "publish --help", "predict --help", "status --help", "--version"])
+def test_client_commands_load_none_of_the_learner_or_the_http_stack(args: str) -> None:
+    """The base install (client + CLI) must start fast and work without the [worker]/[serve] extras."""
+    command = [sys.executable, "-X", "importtime", "-m", "digitstream", *args.split()]
+    done = subprocess.run(command, env=cli_env(), capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert not {name for name in imported if name.split(".")[0] in HEAVY}
 
 
 def test_an_unknown_command_is_a_usage_error() -> None:

@@ -414,3 +414,19 @@ def test_json_integers_may_be_written_as_integral_floats(live: LiveServer) -> No
     assert as_floats.json()["probabilities"] == as_ints.json()["probabilities"]
     receipt = live.post("/feedback", json={"prediction_id": as_ints.json()["prediction_id"], "label": 7.0})
     assert receipt.status_code == 200 and receipt.json()["label"] == 7
+
+
+def test_predict_is_served_by_the_fast_route_and_documented_by_the_fastapi_one(live: LiveServer) -> None:
+    from fastapi.routing import APIRoute
+    from starlette.routing import Match
+
+    from digitstream.service.routes.fast_route import PlainRoute
+
+    scope = {"type": "http", "path": "/predict", "method": "POST", "root_path": ""}
+    first = next(route for route in live.app.router.routes if route.matches(scope)[0] is Match.FULL)
+    assert isinstance(first, PlainRoute), "Starlette matches routes in order: the plain route answers"
+    documented = [r for r in live.app.router.routes if isinstance(r, APIRoute) and r.path == "/predict"]
+    assert len(documented) == 1 and documented[0].endpoint is first.endpoint, "one handler, registered twice"
+    operation = live.get("/openapi.json").json()["paths"]["/predict"]["post"]
+    assert operation["summary"] == "Predict one image" and "requestBody" in operation
+    assert live.post("/predict", json={"pixels": [0] * N_PIXELS}).status_code == 200

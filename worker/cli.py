@@ -16,25 +16,12 @@ from typing import Any
 
 import click
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from digitstream.settings import Settings, SettingsError, load_settings, redact, redis_url
+from digitstream.connections import worker_client
+from digitstream.settings import SettingsError, load_settings, redact, redis_url
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
-
-
-def connect(settings: Settings) -> redis.Redis:
-    """The worker's client: no automatic retries (the worker retries itself and must know whether a
-    snapshot write was sent, see ``worker.loop``), and a read timeout longer than its blocking reads."""
-    return redis.Redis.from_url(
-        redis_url(settings),
-        socket_connect_timeout=5.0,
-        socket_timeout=settings.block_ms / 1000 + 10.0,
-        socket_keepalive=True,
-        retry=Retry(NoBackoff(), 0),
-    )
 
 
 @click.command("worker")
@@ -75,7 +62,7 @@ def worker_command(burst: bool, log_level: str, **options: Any) -> None:
     )
     from .loop import Worker  # after the settings check: importing the learner loads numba
 
-    client = connect(settings)
+    client = worker_client(settings)
     worker = Worker(settings, client)
     log = logging.getLogger("digitstream.worker")
     log.info(

@@ -22,6 +22,7 @@ from digitstream.clients.prediction import (
     ServiceUnavailable,
     ServiceUnreachable,
 )
+from digitstream.connections import client_client
 from digitstream.settings import Settings, SettingsError, load_settings, redact, redis_url
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,7 +55,7 @@ def connect_redis(settings: Settings) -> redis.Redis:
     """A checked connection (PING) to the settings' Redis; unreachable exits 1 naming the URL."""
     url = redis_url(settings)
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=5.0, socket_timeout=30.0)
+        client = client_client(settings)
         client.ping()
     except (redis.RedisError, ValueError) as exc:
         raise RuntimeFailure(

@@ -42,7 +42,7 @@ from digitstream.datasets import (
     find_mnist,
     load_mnist,
 )
-from digitstream.settings import ENV_PREFIX, Settings, redact, redis_url
+from digitstream.settings import Settings, redact, redis_url
 
 from ._common import InputError, RuntimeFailure, connect_redis, settings_for
 from .publish import Rate
@@ -285,16 +285,8 @@ def _start_redis(settings: Settings, state: Path, fresh: bool, children: Childre
 
 def _child_environment(settings: Settings) -> dict[str, str]:
     """This process's environment with the demo's settings, which the worker and API read."""
-    env = dict(os.environ)
-    env.update(
-        {
-            f"{ENV_PREFIX}REDIS_URL": redis_url(settings),
-            f"{ENV_PREFIX}MODEL_NAME": settings.model_name,
-            f"{ENV_PREFIX}HOST": "127.0.0.1",
-            f"{ENV_PREFIX}PORT": str(settings.port),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
+    env = settings.model_copy(update={"host": "127.0.0.1"}).to_environment(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
     return env
 
 

@@ -1,16 +1,15 @@
-"""GET /healthz (process alive), POST /ping (trivial), /readyz (model loaded; degraded without Redis), /metrics."""
+"""GET /healthz (process alive), /readyz (model loaded; degraded without Redis), /metrics."""
 
 from __future__ import annotations
 
 from enum import Enum
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..deps import HolderDep, MetricsDep
 from ..errors import RETRY_AFTER_SECONDS, json_response
-from ..schemas import Health, Ping, Readiness
-from ..validation import read_body
+from ..schemas import Health, Readiness
 
 _OK = b'{"status":"ok"}'
 
@@ -22,25 +21,6 @@ def register(api: FastAPI) -> None:
     async def healthz() -> Response:
         """The process is alive (a constant answer: also the benchmark's trivial endpoint)."""
         return Response(_OK, media_type="application/json")
-
-    @api.post(
-        "/ping",
-        tags=tags,
-        response_model=Ping,
-        openapi_extra={
-            "requestBody": {
-                "required": False,
-                "content": {
-                    "application/json": {"schema": {}},
-                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                },
-            }
-        },
-    )
-    async def ping(request: Request) -> Response:
-        """Read the body, answer its size: a trivial endpoint with a body (the benchmark's baseline for /predict)."""
-        size = len(await read_body(request))
-        return Response(b'{"received":%d}' % size, media_type="application/json")
 
     @api.get(
         "/readyz", tags=tags, response_model=Readiness,
