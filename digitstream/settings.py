@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .learner import HyperParameters, Rule, Schedule
+from .logs import LogFormat
 from .protocol import Keys
 
 ENV_PREFIX = "DIGITSTREAM_"
@@ -29,10 +30,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     # -- Redis and keys -------------------------------------------------------------------
-    redis_url: SecretStr = Field(SecretStr("redis://localhost:6379/0"), description="redis:// or rediss:// URL")
-    model_name: str = Field("digitstream", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="prefix of all keys")
-    stream_key: str | None = Field(None, description="samples stream (default <model>:samples)")
-    deadletter_key: str | None = Field(None, description="dead-letter stream (default <model>:deadletter)")
+    redis_url: SecretStr = Field(
+        SecretStr("redis://localhost:6379/0"), description="redis:// or rediss:// (TLS) URL, user:password@ if needed"
+    )
+    model_name: str = Field(
+        "digitstream", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="the model: the prefix of all its Redis keys"
+    )
+    stream_key: str | None = Field(None, description="samples stream (default: MODEL:samples)")
+    deadletter_key: str | None = Field(None, description="dead-letter stream (default: MODEL:deadletter)")
     redis_connect_timeout: float = Field(5.0, gt=0, le=300, description="seconds to open a Redis connection")
     redis_timeout: float = Field(
         30.0, gt=0, le=3600, description="seconds a Redis command may take (workers and clients; beyond blocking reads)"
@@ -42,13 +47,14 @@ class Settings(BaseSettings):
     )
 
     # -- learner --------------------------------------------------------------------------
-    rule: Rule = "softmax"
-    learning_rate: float | None = Field(None, gt=0, description="default: the rule's own")
-    schedule: Schedule | None = None
-    decay: float | None = Field(None, gt=0)
-    power: float | None = Field(None, ge=0)
-    averaging: bool | None = None
-    average_power: float | None = Field(None, ge=0)
+    # Used when a model is created; a model keeps its hyper-parameters (docs/worker.md).
+    rule: Rule = Field("softmax", description="learning rule of a new model: seed (the post's) or softmax")
+    learning_rate: float | None = Field(None, gt=0, description="initial learning rate (default: the rule's own)")
+    schedule: Schedule | None = Field(None, description="constant, or inverse_scaling: rate / (1 + t/decay)^power")
+    decay: float | None = Field(None, gt=0, description="samples over which the rate decays (inverse_scaling)")
+    power: float | None = Field(None, ge=0, description="exponent of the rate's decay (inverse_scaling)")
+    averaging: bool | None = Field(None, description="serve the Polyak average of the weights (softmax)")
+    average_power: float | None = Field(None, ge=0, description="weight t^power of iterate t in the average")
 
     # -- worker ---------------------------------------------------------------------------
     batch_size: int = Field(1000, ge=1, le=100_000, description="entries per blocking stream read")
@@ -61,12 +67,19 @@ class Settings(BaseSettings):
     lease_ttl: float = Field(3.0, gt=0.1, le=600, description="seconds before a dead worker's lease expires")
     rolling_window: int = Field(1000, ge=1, description="samples in the rolling accuracy")
 
+    log_format: LogFormat = Field("text", description="text, or json: one JSON object per line (worker, service)")
+
+    # -- clients --------------------------------------------------------------------------
+    url: str | None = Field(
+        None, max_length=2048, description="the service the client commands talk to (default: http://HOST:PORT)"
+    )
+
     # -- service --------------------------------------------------------------------------
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    api_key: SecretStr | None = Field(None, description="required for mutating endpoints when set")
-    cors_origins: list[str] = Field(default_factory=list)
-    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    host: str = Field("127.0.0.1", description="interface the service listens on")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port of the service")
+    api_key: SecretStr | None = Field(None, description="required (X-API-Key) for mutating endpoints when set")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (JSON list)")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body accepted (bytes)")
     max_batch: int = Field(10_000, ge=1, description="images per /predict/batch request")
     prediction_ttl: float = Field(3600.0, gt=0, description="seconds a prediction is kept for feedback")
     poll_interval: float = Field(0.5, gt=0, description="snapshot polling fallback (seconds)")
@@ -130,6 +143,27 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
 
 
+def reference_markdown() -> str:
+    """docs/settings.md: every setting, its variable, default and meaning (tests keep the file in step)."""
+    lines = [
+        "# Settings",
+        "",
+        "Every role reads the same settings from `DIGITSTREAM_*` environment variables; command-line options",
+        "override them. Generated from `digitstream.settings.Settings` by `python -m digitstream.settings > docs/settings.md`.",
+        "",
+        "| variable | default | meaning |",
+        "| --- | --- | --- |",
+    ]
+    for name, info in Settings.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()
+        shown = "none" if default is None else f"`{json.dumps(default) if isinstance(default, list) else default}`"
+        meaning = info.description or ""
+        lines.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
 def without_settings(environment: Mapping[str, str]) -> dict[str, str]:
     """A copy of ``environment`` without ``DIGITSTREAM_*`` variables."""
     return {k: v for k, v in environment.items() if not k.startswith(ENV_PREFIX)}
@@ -156,3 +190,6 @@ def redact(url: str) -> str:
 
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings", "redact", "redis_url", "without_settings"]
 
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import os
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import click
 import uvicorn
 
+from digitstream.logs import LOG_FORMATS, uvicorn_log_config
 from digitstream.settings import Settings, SettingsError, load_settings
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -25,6 +25,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
               help="uvicorn worker processes (or run more replicas: they share one Redis)")  # fmt: skip
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @click.option("--access-log/--no-access-log", default=False, show_default=True, help="log every request (slower)")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), help="text, or json (one object per line) [text]")
 def serve_command(workers: int, log_level: str, access_log: bool, **options: Any) -> None:
     """Serve predictions from the newest model snapshot in Redis (hot-reloaded), never learning.
 
@@ -45,7 +46,7 @@ def run(settings: Settings, *, workers: int = 1, log_level: str = "info", access
         "port": settings.port,
         "log_level": log_level,
         "access_log": access_log,
-        "log_config": logging_config(log_level),
+        "log_config": uvicorn_log_config(log_level, settings.log_format),
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
         "lifespan": "on",
@@ -59,10 +60,3 @@ def run(settings: Settings, *, workers: int = 1, log_level: str = "info", access
     # Worker processes build their own app from the environment, so the settings travel there.
     os.environ.update(settings.to_environment())
     uvicorn.run("digitstream.service.app:create_app_from_env", factory=True, workers=workers, **config)
-
-
-def logging_config(level: str) -> dict[str, Any]:
-    """uvicorn's logging configuration, with the service's own loggers at ``level``."""
-    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-    config["loggers"]["service"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
-    return config

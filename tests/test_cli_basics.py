@@ -86,3 +86,11 @@ def test_data_download_from_an_unreachable_mirror_exits_1_naming_it(tmp_path: Pa
     assert done.stderr.startswith("Error: Could not download train-images-idx3-ubyte.gz")
     assert f"{mirror}: cannot connect" in done.stderr
     assert done.stderr.count("Error:") == 1  # the library's own warnings are not repeated
+
+
+def test_docs_settings_md_lists_every_setting_with_its_meaning() -> None:
+    from digitstream.settings import Settings, reference_markdown
+
+    assert all(info.description for info in Settings.model_fields.values()), "every setting says what it is for"
+    documented = (Path(__file__).resolve().parent.parent / "docs" / "settings.md").read_text(encoding="utf-8")
+    assert documented == reference_markdown(), "regenerate docs/settings.md (the command is in its header)"

@@ -128,6 +128,14 @@ def test_the_service_url_comes_from_the_settings_when_not_given(live: LiveServer
     assert bare.returncode == 0, bare.stderr
 
 
+@pytest.mark.parametrize("command", ["status", "versions"])
+def test_digitstream_url_points_every_client_command_at_the_service(live: LiveServer, command: str) -> None:
+    done = run_cli(command, "--json", env=cli_env(DIGITSTREAM_URL=live.url, DIGITSTREAM_PORT="1"))
+    assert done.returncode == 0, done.stderr
+    elsewhere = run_cli(command, "--json", "--url", "http://127.0.0.1:1", env=cli_env(DIGITSTREAM_URL=live.url))
+    assert elsewhere.returncode == 1, "--url wins over DIGITSTREAM_URL"
+
+
 def test_versions_pin_and_unpin_roll_back_and_forward(
     live: LiveServer, write: Callable[..., int], mnist_train: tuple
 ) -> None:

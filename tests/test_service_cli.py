@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -129,3 +130,15 @@ def test_serve_refuses_bad_settings_with_exit_code_2_naming_them(args: tuple[str
     )  # fmt: skip
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_json_log_format_covers_uvicorn_and_the_service(
+    serve: Callable[..., Serve], redis_url: str, write: Callable[..., int], trained: DeltaRuleLearner
+) -> None:
+    write(trained)
+    process = serve("--redis-url", redis_url, "--log-format", "json")
+    process.wait_ready()
+    assert process.stop() in (0, -signal.SIGTERM)
+    records = [json.loads(line) for line in process.log_path.read_text().splitlines() if line.strip()]
+    loggers = {r["logger"] for r in records}
+    assert "uvicorn.error" in loggers and any(name.startswith("digitstream.service") for name in loggers), loggers

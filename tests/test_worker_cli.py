@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from redis.connection import SSLConnection
 
 from digitstream.clients.embedded_redis import RedisServer
+from digitstream.connections import worker_client
 from digitstream.settings import load_settings, redact
 from digitstream.store import read_snapshot
-from digitstream.worker.cli import connect
 from digitstream.worker.cli import worker_command as command
 from tests.worker_support import WorkerProcess, publish, wait_for, worker_command
 
@@ -64,7 +64,7 @@ def test_a_url_with_username_and_password_connects(tmp_path: Path) -> None:
     with RedisServer(tmp_path / "redis", password="s3cret", appendonly=False) as server:
         url = f"redis://default:s3cret@127.0.0.1:{server.port}/0"
         settings = load_settings(redis_url=url, model_name="auth")
-        client = connect(settings)
+        client = worker_client(settings)
         publish(client, settings.keys.samples, np.zeros((3, 784), dtype=np.uint8), np.array([1, 2, 3]))
         result = CliRunner().invoke(command, ["--redis-url", url, "--model", "auth", "--burst"])
         snapshot = read_snapshot(client, settings.keys)
@@ -84,7 +84,7 @@ def test_a_wrong_password_fails_at_once_with_exit_1_and_no_password_shown(tmp_pa
 
 
 def test_a_rediss_url_makes_a_tls_connection() -> None:
-    client = connect(load_settings(redis_url="rediss://user:pw@redis.example:6380/2"))
+    client = worker_client(load_settings(redis_url="rediss://user:pw@redis.example:6380/2"))
     kwargs = client.connection_pool.connection_kwargs
     assert client.connection_pool.connection_class is SSLConnection
     assert (kwargs["username"], kwargs["password"], kwargs["port"], kwargs["db"]) == ("user", "pw", 6380, 2)
@@ -113,3 +113,16 @@ def test_a_signal_stops_the_worker_after_a_final_snapshot(
     snapshot = read_snapshot(redis_client, settings.keys)
     assert snapshot is not None and snapshot.samples_learned == 500
     assert redis_client.get(settings.keys.lease) is None and redis_client.get(settings.keys.worker_status) is None
+
+
+def test_json_log_format_writes_one_json_object_per_line(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    settings = load_settings(redis_url=redis_url)
+    publish(redis_client, settings.keys.samples, np.zeros((20, 784), dtype=np.uint8), np.arange(20) % 10)
+    env = {"DIGITSTREAM_REDIS_URL": redis_url}
+    worker = WorkerProcess(tmp_path / "worker.log", "--burst", "--log-format", "json", env=env)
+    assert worker.wait(60) == 0, worker.log_path.read_text()
+    records = [json.loads(line) for line in worker.log_path.read_text().splitlines()]
+    assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    assert any(r["logger"] == "digitstream.worker" and "20 samples learned" in r["message"] for r in records)

@@ -18,6 +18,7 @@ import click
 import redis
 
 from digitstream.connections import worker_client
+from digitstream.logs import LOG_FORMATS, configure_logging
 from digitstream.settings import SettingsError, load_settings, redact, redis_url
 
 EXIT_RUNTIME = 1
@@ -40,6 +41,7 @@ EXIT_USAGE = 2
 @click.option("--retention-max-age", type=float, help="seconds learned entries are kept in the stream")
 @click.option("--lease-ttl", type=float, help="seconds before a dead worker's lease expires [3]")
 @click.option("--rolling-window", type=int, help="samples in the rolling accuracy [1000]")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), help="text, or json (one object per line) [text]")
 @click.option("--burst", is_flag=True, help="stop once the stream is drained instead of waiting for more")
 @click.option(
     "--log-level",
@@ -57,9 +59,7 @@ def worker_command(burst: bool, log_level: str, **options: Any) -> None:
     except SettingsError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging(log_level, settings.log_format)
     from .loop import Worker  # after the settings check: importing the learner loads numba
 
     client = worker_client(settings)

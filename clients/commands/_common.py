@@ -84,13 +84,14 @@ def service_options(command: F) -> F:
         "--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="seconds per request"
     )(command)
     return click.option(
-        "--url", metavar="URL", help="the digitstream service [default: http://$DIGITSTREAM_HOST:$DIGITSTREAM_PORT]"
+        "--url", metavar="URL", help="the digitstream service [default: $DIGITSTREAM_URL, else http://127.0.0.1:8000]"
     )(command)
 
 
 def service_client(url: str | None, api_key: str | None, timeout: float) -> PredictionClient:
     """A client for ``--url`` (or the settings' host and port)."""
     settings = settings_for()
+    url = url or settings.url
     if url is None:
         host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         url = f"http://{host}:{settings.port}"
