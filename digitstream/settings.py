@@ -148,8 +148,9 @@ def reference_markdown() -> str:
     lines = [
         "# Settings",
         "",
-        "Every role reads the same settings from `DIGITSTREAM_*` environment variables; command-line options",
-        "override them. Generated from `digitstream.settings.Settings` by `python -m digitstream.settings > docs/settings.md`.",
+        "Every role reads the same settings from `DIGITSTREAM_*` environment variables; command-line",
+        "options override them. Generated from `digitstream.settings.Settings` by",
+        "`python -m digitstream.settings > docs/settings.md`.",
         "",
         "| variable | default | meaning |",
         "| --- | --- | --- |",
