@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import redis
 
+from digitstream.connections import worker_client
 from digitstream.learner import DeltaRuleLearner
 from digitstream.settings import Settings
-from digitstream.worker.cli import connect
 from digitstream.worker.loop import Worker
 from tests.browser_support import browser, open_page, screenshot  # noqa: F401
 from tests.service_support import LiveServer, live, make_app, train, trained, write  # noqa: F401
@@ -46,7 +46,7 @@ def run_worker(make_settings: Callable[..., Settings]) -> Iterator[Callable[[], 
 
     def run() -> Worker:
         settings = make_settings()
-        client = connect(settings)
+        client = worker_client(settings)
         worker = Worker(settings, client)
         thread = threading.Thread(target=worker.run, name="dashboard-test-worker", daemon=True)
         thread.start()

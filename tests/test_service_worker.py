@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import redis
 
+from digitstream.connections import worker_client
 from digitstream.learner import DeltaRuleLearner
 from digitstream.protocol import encode_sample
 from digitstream.settings import Settings
-from digitstream.worker.cli import connect
 from digitstream.worker.loop import Worker
 from tests.service_support import LiveServer, make_app  # noqa: F401
 
@@ -27,7 +27,7 @@ def run_worker(make_settings: Callable[..., Settings]) -> Iterator[Callable[...,
 
     def run(burst: bool = True) -> None:
         settings = make_settings()
-        client = connect(settings)
+        client = worker_client(settings)
         worker = Worker(settings, client)
         if burst:
             worker.run(burst=True)
