@@ -9,6 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from digitstream.contracts import MetricsReport
 from digitstream.worker.metrics import OnlineMetrics
 
 
@@ -45,7 +46,7 @@ def test_counts_and_rolling_accuracy_do_not_depend_on_batches_or_restarts(
     first = OnlineMetrics(window)
     cut = min(restart, n)
     feed(first, predictions[:cut], labels[:cut], cuts)
-    report = json.loads(json.dumps(first.report()))  # what a snapshot stores
+    report = MetricsReport.from_json(json.loads(json.dumps(first.report().to_json())))  # what a snapshot stores
     resumed = OnlineMetrics.restore(report, first.rolling_outcomes(), window)
     feed(resumed, predictions[cut:], labels[cut:], [c - cut for c in cuts])
 
@@ -59,7 +60,7 @@ def test_counts_and_rolling_accuracy_do_not_depend_on_batches_or_restarts(
 
 
 def test_the_report_is_plain_json_with_no_nan_even_before_any_sample() -> None:
-    empty = OnlineMetrics(10).report()
+    empty = OnlineMetrics(10).report().to_json()
     assert json.loads(json.dumps(empty, allow_nan=False)) == empty
     assert empty["prequential_accuracy"] is None and empty["per_class_recall"] == [None] * 10
     metrics = OnlineMetrics(10)
@@ -86,13 +87,13 @@ def test_adwin_flags_a_jump_in_the_error_as_a_worse_drift_where_it_happened() ->
     events = []
     for start in range(0, 4000, 500):  # batch edges that do not fall on drift blocks (of 8)
         events += metrics.update(good_p[start : start + 500], good_y[start : start + 500])
-    assert [e for e in events if e["direction"] == "worse"] == []
+    assert [e for e in events if e.direction == "worse"] == []
     events = metrics.update(bad_p, bad_y)
-    worse = [e for e in events if e["direction"] == "worse"]
-    assert worse and 4000 < worse[0]["samples"] <= 4300
+    worse = [e for e in events if e.direction == "worse"]
+    assert worse and 4000 < worse[0].samples <= 4300
     before = float(np.mean(good_p != good_y))
-    assert worse[0]["detector"] == "ADWIN" and worse[0]["error_rate"] > before, "ADWIN's estimate after its cut"
-    assert metrics.report()["drift_events"][-len(events) :] == events
+    assert worse[0].detector == "ADWIN" and (worse[0].error_rate or 0) > before, "ADWIN's estimate after its cut"
+    assert list(metrics.report().drift_events[-len(events) :]) == events
 
 
 def test_a_jump_in_the_error_after_a_long_stable_stretch_is_a_worse_drift() -> None:
@@ -104,4 +105,4 @@ def test_a_jump_in_the_error_after_a_long_stable_stretch_is_a_worse_drift() -> N
         metrics.update(good_p[start : start + 1000], good_y[start : start + 1000])
     events = metrics.update(bad_p, bad_y)
     assert events, "the jump is flagged"
-    assert events[0]["direction"] == "worse" and 20_000 < events[0]["samples"] <= 20_300, events
+    assert events[0].direction == "worse" and 20_000 < events[0].samples <= 20_300, events

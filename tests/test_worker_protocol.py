@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
-import redis
 
 from digitstream.protocol import MAX_ENTRY_BYTES, N_PIXELS
-from digitstream.settings import Settings
 from digitstream.store import list_versions
-from digitstream.worker.loop import MAX_DEADLETTER_FIELDS, MAX_PENDING_DEADLETTERS, Worker
+from digitstream.worker.commit import MAX_DEADLETTER_FIELDS, MAX_PENDING_DEADLETTERS
 from tests.worker_support import latest, publish, publish_raw, reference
 
 RNG = np.random.default_rng(7)
 IMAGES = RNG.integers(0, 256, (4, N_PIXELS)).astype(np.uint8)
 LABELS = np.array([3, 1, 4, 1])
 GOOD = IMAGES[0].tobytes()
-
-
-@pytest.fixture
-def make_worker(make_settings: Callable[..., Settings], redis_client: redis.Redis) -> Callable[..., Worker]:
-    def make(**overrides: Any) -> Worker:
-        return Worker(make_settings(**overrides), redis_client)
-
-    return make
 
 
 def json_pixels(values: Any) -> bytes:

@@ -16,8 +16,8 @@ from digitstream.learner import DeltaRuleLearner
 from digitstream.protocol import N_PIXELS, parse_id
 from digitstream.snapshot import snapshot_of
 from digitstream.store import TRIM_PROBE, list_versions, parse_event, read_snapshot, write_snapshot
-from digitstream.worker.loop import LAG_CAP
 from digitstream.worker.retention import ConsumedIds, next_id, trim_minid
+from digitstream.worker.status import LAG_CAP
 from tests.worker_support import latest, publish, reference, running, wait_for
 
 

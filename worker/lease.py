@@ -4,14 +4,27 @@ The key (``Keys.lease``) holds the holder's token. Claiming and releasing are co
 scripts, so two workers can never both believe they hold it. A worker that dies stops renewing and
 its lease expires after ``ttl`` seconds; a standby then claims it. A worker paused for longer than
 ``ttl`` finds the lease gone or taken when it resumes, and ``digitstream.store.write_snapshot``
-(which checks the token inside its own script) refuses its writes in any case.
+(which checks the token inside its own script) refuses its writes in any case: the worker goes
+back to standby and drops its state. A worker that finds its lease expired but free (Redis was
+down for longer than ``ttl``) claims it again and keeps its in-memory state only if no other
+worker wrote a snapshot meanwhile (``Lease.keep``).
 """
 
 from __future__ import annotations
 
 import enum
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import redis
+
+from digitstream.store import LeaseLost
+
+if TYPE_CHECKING:
+    from .retry import RedisRetry
+
+log = logging.getLogger("digitstream.worker")
 
 # KEYS: lease ; ARGV: token, ttl_ms. Returns 0 (held by another), 1 (newly claimed), 2 (ours, renewed).
 _CLAIM = """
@@ -61,3 +74,18 @@ class Lease:
     def holder(self) -> str | None:
         value = self.client.get(self.key)
         return value.decode() if isinstance(value, bytes) else value
+
+    def keep(self, retry: RedisRetry, version: int | None, latest: Callable[[], int | None]) -> None:
+        """Renew the lease held since snapshot ``version``; raise LeaseLost if our state may be stale.
+
+        That is when another worker holds it, or when it had expired (e.g. Redis was down for longer
+        than the TTL) and ``latest()``, the latest snapshot, is not ``version`` any more.
+        """
+        claim = retry(self.claim)
+        if claim == Claim.HELD_BY_OTHER:
+            raise LeaseLost(f"{self.key} is held by {retry(self.holder)}")
+        if claim == Claim.ACQUIRED:
+            current = retry(latest)
+            if current != version:
+                raise LeaseLost(f"the lease expired and snapshot {current} was written by another worker")
+            log.warning("the lease had expired; claimed it again (no other worker wrote in between)")

@@ -23,11 +23,16 @@ learning curve and the past drift events; ADWIN itself restarts empty after a re
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from typing import Any
 
 import numpy as np
 from river.drift import ADWIN
+
+from digitstream.contracts import CurvePoint, DriftEvent, MetricsReport
+
+log = logging.getLogger("digitstream.worker")
 
 N_CLASSES = 10
 ROLLING_ARRAY = "rolling_correct"  # snapshot array: the rolling window's 0/1 outcomes, oldest first
@@ -52,8 +57,8 @@ class OnlineMetrics:
         self.curve_points = curve_points
         self.n = 0
         self.confusion = np.zeros((N_CLASSES, N_CLASSES), dtype=np.int64)  # rows: true digit, columns: predicted
-        self.learning_curve: list[list[float | None]] = []
-        self.drift_events: list[dict[str, Any]] = []
+        self.learning_curve: list[CurvePoint] = []
+        self.drift_events: list[DriftEvent] = []
         self._ring = np.zeros(rolling_window, dtype=np.uint8)
         self._ring_pos = 0
         self._ring_filled = 0
@@ -64,8 +69,8 @@ class OnlineMetrics:
         self._recent_means: deque[float] = deque(maxlen=1024)  # block means, to tell a drift's direction
 
     # -- updates --------------------------------------------------------------------------------
-    def update(self, predictions: np.ndarray, labels: np.ndarray) -> list[dict[str, Any]]:
-        """Count one learned batch (in stream order); returns the drift events it raised."""
+    def update(self, predictions: np.ndarray, labels: np.ndarray) -> list[DriftEvent]:
+        """Count one learned batch (in stream order); returns (and logs) the drift events it raised."""
         if len(labels) == 0:
             return []
         predictions = predictions.astype(np.int64, copy=False)
@@ -92,7 +97,7 @@ class OnlineMetrics:
         self._ring_pos = int((self._ring_pos + len(correct)) % window)
         self._ring_filled = min(window, self._ring_filled + len(correct))
 
-    def _detect_drift(self, errors: np.ndarray, start: int) -> list[dict[str, Any]]:
+    def _detect_drift(self, errors: np.ndarray, start: int) -> list[DriftEvent]:
         """Feed ADWIN block means of the 0/1 errors; ``start`` is the sample count before this batch."""
         block = self.drift_block
         means: list[float] = []
@@ -119,9 +124,16 @@ class OnlineMetrics:
         self._recent_means.extend(means)
         if events:
             self.drift_events = (self.drift_events + events)[-MAX_DRIFT_EVENTS:]
+        for event in events:
+            worse = event.direction == "worse"
+            log.log(
+                logging.WARNING if worse else logging.INFO,
+                "drift flagged by %s at sample %s: the prequential error %s (now ~%.1f%%)",
+                event.detector, f"{event.samples:,}", "rose" if worse else "fell", 100 * (event.error_rate or 0.0),
+            )  # fmt: skip
         return events
 
-    def _drift_event(self, samples: int, means: list[float]) -> dict[str, Any]:
+    def _drift_event(self, samples: int, means: list[float]) -> DriftEvent:
         """The event ADWIN just raised.
 
         Its direction compares the error of the newest blocks (the last ``RECENT_BLOCKS``) with the
@@ -137,21 +149,16 @@ class OnlineMetrics:
             before = sum(dropped) / len(dropped)
         else:  # the window is longer than the blocks we keep: compare with the whole history
             before = 1.0 - float(np.trace(self.confusion)) / max(1, int(self.confusion.sum()))
-        return {
-            "samples": samples,
-            "detector": "ADWIN",
-            "direction": "worse" if now > before else "better",
-            "error_rate": round(after, 6),
-        }
+        return DriftEvent(samples, "ADWIN", "worse" if now > before else "better", round(after, 6))
 
     def _extend_curve(self) -> None:
         """One point per ``step`` samples; the step doubles (and old points are thinned) to stay bounded."""
         step = self.curve_step
         while self.n > step * self.curve_points:
             step *= 2
-        last = int(self.learning_curve[-1][0] or 0) if self.learning_curve else 0
+        last = self.learning_curve[-1][0] if self.learning_curve else 0
         if self.n // step > last // step:
-            point = [self.n, self._round(self.prequential_accuracy), self._round(self.rolling_accuracy)]
+            point = (self.n, self._round(self.prequential_accuracy), self._round(self.rolling_accuracy))
             self.learning_curve.append(point)
             if len(self.learning_curve) > self.curve_points:
                 self.learning_curve = self.learning_curve[::2]  # an odd count: the newest point stays
@@ -175,18 +182,18 @@ class OnlineMetrics:
         diagonal = np.diag(self.confusion)
         return [self._round(int(diagonal[k]) / int(totals[k])) if totals[k] else None for k in range(N_CLASSES)]
 
-    def report(self) -> dict[str, Any]:
-        """The metrics as JSON-able values (the worker adds throughput and lag)."""
-        return {
-            "samples": self.n,
-            "prequential_accuracy": self._round(self.prequential_accuracy),
-            "rolling_accuracy": self._round(self.rolling_accuracy),
-            "rolling_window": self.rolling_window,
-            "confusion_matrix": self.confusion.tolist(),
-            "per_class_recall": self.per_class_recall(),
-            "drift_events": list(self.drift_events),
-            "learning_curve": [list(point) for point in self.learning_curve],
-        }
+    def report(self) -> MetricsReport:
+        """The metrics as a snapshot stores them (the worker adds throughput and lag)."""
+        return MetricsReport(
+            samples=self.n,
+            prequential_accuracy=self._round(self.prequential_accuracy),
+            rolling_accuracy=self._round(self.rolling_accuracy),
+            rolling_window=self.rolling_window,
+            confusion_matrix=tuple(tuple(row) for row in self.confusion.tolist()),
+            per_class_recall=tuple(self.per_class_recall()),
+            drift_events=tuple(self.drift_events),
+            learning_curve=tuple(self.learning_curve),
+        )
 
     def rolling_outcomes(self) -> np.ndarray:
         """The rolling window's 0/1 outcomes, oldest first (saved as a snapshot array)."""
@@ -196,18 +203,18 @@ class OnlineMetrics:
 
     @classmethod
     def restore(
-        cls, report: dict[str, Any] | None, outcomes: np.ndarray | None, rolling_window: int, **options: Any
+        cls, report: MetricsReport | None, outcomes: np.ndarray | None, rolling_window: int, **options: Any
     ) -> OnlineMetrics:
         """Metrics continuing from a snapshot's ``report()`` and ``rolling_outcomes()``."""
         metrics = cls(rolling_window, **options)
-        if not report:
+        if report is None:
             return metrics
-        confusion = np.asarray(report.get("confusion_matrix", metrics.confusion), dtype=np.int64)
-        if confusion.shape == (N_CLASSES, N_CLASSES):
+        confusion = np.asarray(report.confusion_matrix, dtype=np.int64)
+        if confusion.shape == (N_CLASSES, N_CLASSES) and (confusion >= 0).all():
             metrics.confusion = confusion.copy()
             metrics.n = int(confusion.sum())
-        metrics.learning_curve = [list(p) for p in report.get("learning_curve", [])][-metrics.curve_points :]
-        metrics.drift_events = list(report.get("drift_events", []))[-MAX_DRIFT_EVENTS:]
+        metrics.learning_curve = list(report.learning_curve)[-metrics.curve_points :]
+        metrics.drift_events = list(report.drift_events)[-MAX_DRIFT_EVENTS:]
         if outcomes is not None and outcomes.size:
             metrics._push_rolling(outcomes.astype(np.uint8).ravel()[-rolling_window:])
         return metrics

@@ -1,0 +1,207 @@
+"""Committing a worker's progress: one snapshot holds the learner, its position, the dead letters and the trim.
+
+* **Exactly once.** The stream position and the learner state are committed only together, in one
+  snapshot written by ``digitstream.store.write_snapshot`` (one Lua script). On start the worker
+  loads the latest snapshot and reads after its ``last_id``; whatever it learned after that
+  snapshot and lost in a crash is read and learned again, so every entry counts once.
+* **Dead letters ride with the snapshot.** Malformed entries found since the last snapshot are
+  buffered here and written by the snapshot script itself, atomically with the position that
+  passes them, so a crash can neither lose nor duplicate one. A burst of them makes a snapshot due.
+* **Ambiguous writes.** If a snapshot write fails with a connection error, the worker waits for
+  Redis and reads the latest snapshot's metadata back to learn whether the write landed before
+  deciding anything. The Redis client must therefore not retry commands by itself (the CLI's
+  client does not): a retried write whose reply was lost would be applied twice.
+* **Retention.** The same script trims learned entries from the stream: below a MINID that keeps
+  the newest ``retention_max_len`` entries this worker consumed and none older than
+  ``retention_max_age``; and, until this worker has consumed ``retention_max_len`` entries itself,
+  to that length while little is left to learn (``worker.retention``, ``store.TRIM_PROBE``).
+  Entries after the snapshotted position are never trimmed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import redis
+
+from digitstream.contracts import ContractError, LearnerDescriptor, MetricsReport, SnapshotMeta, WorkerSettings
+from digitstream.learner import LearnerState
+from digitstream.protocol import FIELD_REASON, Keys, deadletter_fields
+from digitstream.settings import Settings
+from digitstream.snapshot import META_FIELD, Snapshot, SnapshotError
+from digitstream.store import latest_version, list_versions, read_snapshot, write_snapshot
+
+from .metrics import ROLLING_ARRAY, OnlineMetrics
+from .position import Position
+from .retention import ConsumedIds, trim_minid
+from .retry import CONNECTION_ERRORS, RedisRetry
+from .status import Health
+
+if TYPE_CHECKING:
+    from digitstream.learner import DeltaRuleLearner
+
+log = logging.getLogger("digitstream.worker")
+
+MAX_PENDING_DEADLETTERS = 1000  # a burst of bad entries forces an early snapshot (bounded script arguments)
+MAX_PENDING_DEADLETTER_BYTES = 8 * 1024 * 1024
+MAX_DEADLETTER_FIELDS = 1000  # Lua's unpack() in the snapshot script takes at most a few thousand values
+
+
+class Commits:
+    """What the next snapshot commits besides the learner (dead letters, trim), when it is due, and its write.
+
+    ``version`` is the snapshot the worker's state equals or descends from (None for a new model).
+    """
+
+    def __init__(
+        self, settings: Settings, client: redis.Redis, worker_id: str, retry: RedisRetry,
+        version: int | None = None, entries_consumed: int = 0,
+    ) -> None:  # fmt: skip
+        self.settings = settings
+        self.client = client
+        self.keys: Keys = settings.keys
+        self.worker_id = worker_id
+        self.retry = retry
+        self.version = version
+        self.consumed_ids = ConsumedIds(settings.retention_max_len)
+        self.deadletters: list[dict[bytes, bytes]] = []
+        self._deadletter_bytes = 0
+        self._entries = entries_consumed  # at the last snapshot: what the next one has news beyond
+        self._faults = 0
+        self._time = time.monotonic()
+
+    # -- between snapshots ----------------------------------------------------------------------
+    def dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
+        """Buffer a malformed entry for the next snapshot (the first ``MAX_DEADLETTER_FIELDS`` fields of it)."""
+        if len(fields) > MAX_DEADLETTER_FIELDS:
+            reason = f"{reason} (only the first {MAX_DEADLETTER_FIELDS} of {len(fields)} fields kept)"
+            fields = dict(list(fields.items())[:MAX_DEADLETTER_FIELDS])
+        entry = deadletter_fields(entry_id, fields, reason)
+        self.deadletters.append(entry)
+        self._deadletter_bytes += sum(len(k) + len(v) for k, v in entry.items())
+        log.debug("dead letter %s: %s", entry_id.decode(), entry[FIELD_REASON].decode())
+
+    def consumed(self, entry_ids: list[bytes]) -> None:
+        """Entries passed by the position (their ids decide the retention trim)."""
+        self.consumed_ids.extend(entry_ids)
+
+    def has_news(self, position: Position, faults_seen: int) -> bool:
+        return position.entries_consumed > self._entries or faults_seen > self._faults
+
+    def due(self, position: Position, faults_seen: int) -> bool:
+        """Every ``snapshot_every`` entries, on a burst of dead letters, or ``snapshot_interval`` after news."""
+        s = self.settings
+        if position.entries_consumed - self._entries >= s.snapshot_every:
+            return True
+        if len(self.deadletters) >= MAX_PENDING_DEADLETTERS or self._deadletter_bytes >= MAX_PENDING_DEADLETTER_BYTES:
+            return True
+        return self.has_news(position, faults_seen) and time.monotonic() - self._time >= s.snapshot_interval
+
+    # -- the snapshot ---------------------------------------------------------------------------
+    def commit(
+        self, learner: DeltaRuleLearner, position: Position, metrics: OnlineMetrics, health: Health,
+        keep_lease: Callable[[], None],
+    ) -> int:  # fmt: skip
+        """Write learner, position, metrics, faults, dead letters and trim as the next version; returns it.
+
+        ``keep_lease()`` renews the lease (raising ``LeaseLost`` if it is gone) before each attempt.
+        """
+        started, created_at = time.monotonic(), time.time()
+        state = learner.state()
+        meta = self.meta(state, position, health.with_measures(metrics.report()), health, created_at)
+        snapshot = Snapshot(meta.to_json(), {**state.arrays, ROLLING_ARRAY: metrics.rolling_outcomes()})
+        minid, maxlen = self.trim(position.last_id, created_at)
+        keep_lease()  # after an outage longer than the TTL: claim it again rather than lose the state
+        self.version = self._write(snapshot, meta, minid, maxlen, keep_lease)
+        self.deadletters, self._deadletter_bytes = [], 0
+        self._entries, self._faults, self._time = position.entries_consumed, health.faults_seen, started
+        return self.version
+
+    def meta(
+        self, state: LearnerState, position: Position, metrics: MetricsReport, health: Health, created_at: float
+    ) -> SnapshotMeta:
+        s = self.settings
+        return SnapshotMeta(
+            samples_learned=state.n_samples, last_id=position.last_id,
+            learner=LearnerDescriptor.from_json(state.meta()), entries_consumed=position.entries_consumed,
+            model=self.keys.model, created_at=created_at, deadletter_count=position.deadletter_count,
+            samples_skipped=position.samples_skipped, metrics=metrics, faults=health.faults,
+            worker_id=self.worker_id, stream=self.keys.samples,
+            settings=WorkerSettings(
+                batch_size=s.batch_size, snapshot_every=s.snapshot_every, snapshot_interval=s.snapshot_interval,
+                keep_versions=s.keep_versions, retention_max_len=s.retention_max_len,
+                retention_max_age=s.retention_max_age,
+            ),
+        )  # fmt: skip
+
+    def trim(self, last_id: str, now: float) -> tuple[str | None, int]:
+        """(MINID, length limit) for the snapshot script's trim; None and 0 trim nothing."""
+        s = self.settings
+        minid = trim_minid(last_id, self.consumed_ids, s.retention_max_len, s.retention_max_age, now)
+        # The script's own length trim is only needed until this worker knows max_len consumed ids:
+        # from then on the MINID above already keeps the stream to that length.
+        knows_max_len = self.consumed_ids.nth_newest(s.retention_max_len) is not None
+        return minid, 0 if knows_max_len else s.retention_max_len
+
+    def _write(
+        self, snapshot: Snapshot, meta: SnapshotMeta, minid: str | None, maxlen: int, keep_lease: Callable[[], None]
+    ) -> int:
+        """write_snapshot, resolving a connection error by reading back whether the write landed."""
+        while True:
+            try:
+                version = write_snapshot(
+                    self.client, self.keys, snapshot, lease_token=self.worker_id, keep=self.settings.keep_versions,
+                    deadletters=self.deadletters, trim_minid=minid, trim_maxlen=maxlen,
+                )  # fmt: skip
+                self.retry.recovered()
+                return version
+            except redis.AuthenticationError:
+                raise
+            except CONNECTION_ERRORS as exc:
+                self.retry.outage(exc)
+            landed = self.retry(lambda: self._landed(meta))
+            if landed is not None:
+                log.info("snapshot %d had landed before the connection broke", landed)
+                return landed
+            keep_lease()  # it did not land: write it again if the lease is still ours
+
+    def _landed(self, meta: SnapshotMeta) -> int | None:
+        """The version of our snapshot ``meta`` if it is the latest one in Redis, else None."""
+        version = latest_version(self.client, self.keys)
+        raw = None if version is None else self.client.hget(self.keys.snapshot(version), META_FIELD)
+        if raw is None:
+            return None
+        try:
+            stored = SnapshotMeta.from_json(json.loads(raw))
+        except ValueError:  # not ours: ours is valid JSON that follows the contract
+            return None
+        same = all(
+            getattr(stored, k) == getattr(meta, k) for k in ("worker_id", "created_at", "last_id", "entries_consumed")
+        )
+        return version if same else None
+
+
+def latest_readable(client: redis.Redis, keys: Keys) -> tuple[Snapshot, SnapshotMeta] | None:
+    """The latest snapshot, else the newest readable older one; None only for a new model."""
+    latest = latest_version(client, keys)
+    if latest is None:
+        return None
+    older = [v for v in reversed(list_versions(client, keys)) if v < latest]
+    for version in [latest, *older]:
+        try:
+            snapshot = read_snapshot(client, keys, version)
+            meta = None if snapshot is None else SnapshotMeta.from_json(snapshot.meta)
+        except (SnapshotError, ContractError) as exc:
+            log.error("snapshot %d of model %r is unreadable: %s", version, keys.model, exc)
+            continue
+        if snapshot is None or meta is None:
+            log.error("snapshot %d of model %r is missing", version, keys.model)
+            continue
+        if version != latest:
+            log.warning("continuing from the older snapshot %d", version)
+        return snapshot, meta
+    raise RuntimeError(f"no readable snapshot of model {keys.model!r}; refusing to start over silently")

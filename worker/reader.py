@@ -1,0 +1,39 @@
+"""Reading a model's stream in batches, as Redis sends them (no dict per entry), never blocking past a heartbeat."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from digitstream.settings import Settings
+
+from .status import heartbeat_period
+
+
+class StreamReader:
+    """``read(stream, after, block)``: up to ``batch_size`` entries after id ``after``, as ``[id, [name, value, ...]]``.
+
+    It reads through the worker's connections, but XREAD answers stay Redis's flat lists: redis-py
+    would build a dict per entry, and ``protocol.decode_entries`` takes either. A blocking read
+    waits at most ``block_ms``, never longer than a heartbeat period, so the lease is renewed in time.
+    """
+
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        self.batch_size = settings.batch_size
+        self.block_ms = max(1, min(settings.block_ms, int(heartbeat_period(settings) * 1000)))
+        self._client = redis.Redis(connection_pool=client.connection_pool)
+        self._client.set_response_callback("XREAD", _raw_reply)
+
+    def read(self, stream: str, after: str, block: bool) -> list[list[Any]]:
+        block_ms = self.block_ms if block else None
+        response: Any = self._client.xread({stream: after}, count=self.batch_size, block=block_ms)
+        if not response:
+            return []
+        # RESP3 answers a map {stream: entries}, RESP2 a list [[stream, entries]]; one stream either way.
+        return next(iter(response.values())) if isinstance(response, dict) else response[0][1]
+
+
+def _raw_reply(response: Any, **options: Any) -> Any:
+    """A response callback that keeps Redis's reply as it came."""
+    return response

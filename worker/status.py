@@ -1,0 +1,160 @@
+"""What others see of a worker: the status key (its heartbeat), lag, throughput, faults and progress lines.
+
+* **Status.** ``<model>:worker:status`` holds a ``WorkerStatus`` (``digitstream.contracts``) as
+  strict JSON, written at every heartbeat (at least 3 times per lease period) and after every
+  snapshot, with an expiry of twice the lease, so a dead worker's status disappears. A standby
+  writes it only when no active worker reports.
+* **Lag.** ``XINFO STREAM``'s ``entries-added`` (Redis >= 7) minus the entries this model has
+  consumed (``entries_consumed`` in the snapshot); on Redis 6.2 a server-side count of the entries
+  after the position, capped at ``LAG_CAP`` (reported as at least that, ``lag_at_least``).
+  Measured once per snapshot, as is the throughput (samples learned per second since the last one).
+* **Faults** survived (a Redis outage, a diverging batch) are kept, the newest ``MAX_FAULTS``,
+  in the status and in every snapshot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+
+import redis
+
+from digitstream.contracts import Fault, MetricsReport, WorkerState, WorkerStatus
+from digitstream.settings import Settings
+
+from .position import Position
+from .retry import RedisRetry
+
+log = logging.getLogger("digitstream.worker")
+
+LAG_CAP = 10_000
+MAX_FAULTS = 20
+LOG_EVERY = 5.0  # seconds between INFO progress lines (every snapshot is logged at DEBUG)
+
+# KEYS: stream ; ARGV: exclusive start "(ms-seq", cap. Counts server-side: no entry crosses the network.
+_COUNT_AFTER = """
+return #redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+"""
+
+
+def heartbeat_period(settings: Settings) -> float:
+    """Seconds between heartbeats: at least 3 per lease period, and at most 1 s."""
+    return min(1.0, settings.lease_ttl / 3)
+
+
+class Health:
+    """A worker's measures and faults since it loaded its snapshot, and the status key that reports them."""
+
+    def __init__(
+        self, settings: Settings, client: redis.Redis, retry: RedisRetry, faults: tuple[Fault, ...] = (),
+        samples_learned: int = 0,
+    ) -> None:  # fmt: skip
+        self.keys = settings.keys
+        self.client = client
+        self.retry = retry
+        self.heartbeat = heartbeat_period(settings)
+        self.status_ttl_ms = round(max(3.0, 2 * settings.lease_ttl) * 1000)
+        self.faults = faults[-MAX_FAULTS:]
+        self.faults_seen = 0  # recorded since loading: a snapshot has news when this moves
+        self.lag: int | None = None
+        self.lag_at_least = False
+        self.throughput = 0.0
+        self._measured = (time.monotonic(), samples_learned)
+        self._next_beat = 0.0
+        self._next_log = 0.0
+        self._count_after = client.register_script(_COUNT_AFTER)
+
+    # -- heartbeat ------------------------------------------------------------------------------
+    def beat_due(self) -> bool:
+        """True once per ``heartbeat`` seconds (then the caller renews the lease and publishes)."""
+        now = time.monotonic()
+        if now < self._next_beat:
+            return False
+        self._next_beat = now + self.heartbeat
+        return True
+
+    def beat_soon(self) -> None:
+        """Make the next ``beat_due`` true (after an outage the lease may have expired)."""
+        self._next_beat = 0.0
+
+    def status(self, worker_id: str, state: WorkerState, position: Position, version: int | None) -> WorkerStatus:
+        return WorkerStatus(
+            worker_id=worker_id, state=state, model=self.keys.model, samples_learned=position.samples_learned,
+            last_id=position.last_id, updated_at=time.time(), version=version, lag=self.lag,
+            lag_at_least=self.lag_at_least, throughput=round(self.throughput, 1),
+            deadletter_count=position.deadletter_count, faults=self.faults,
+        )  # fmt: skip
+
+    def publish(self, status: WorkerStatus, *, only_if_absent: bool = False) -> None:
+        """Write the status key (retried through outages); ``only_if_absent`` for a standby."""
+        body = json.dumps(status.to_json(), allow_nan=False, separators=(",", ":"))
+        key, ttl = self.keys.worker_status, self.status_ttl_ms
+        self.retry(lambda: self.client.set(key, body, px=ttl, nx=only_if_absent))
+
+    # -- faults ---------------------------------------------------------------------------------
+    def fault(self, kind: str, message: str, samples_learned: int, *, skipped: int | None = None,
+              seconds: float | None = None) -> None:  # fmt: skip
+        fault = Fault(kind, message, time.time(), samples_learned, skipped=skipped, seconds=seconds)
+        self.faults = (*self.faults, fault)[-MAX_FAULTS:]
+        self.faults_seen += 1
+
+    def outage_ended(self, seconds: float, samples_learned: int, continuing_after: str | None) -> None:
+        """Redis is reachable again: log it, record a ``redis`` fault, and beat at once (the lease may have expired)."""
+        self.beat_soon()
+        where = f"; continuing after stream id {continuing_after}" if continuing_after else ""
+        log.warning("Redis reachable again after %.1fs%s", seconds, where)
+        self.fault("redis", f"Redis was unreachable for {seconds:.1f}s", samples_learned, seconds=round(seconds, 3))
+
+    # -- measures -------------------------------------------------------------------------------
+    def measure(self, samples_learned: int, position: Position) -> None:
+        """Throughput since the previous measure, and the lag behind the stream's end."""
+        now = time.monotonic()
+        then, samples_then = self._measured
+        rate = (samples_learned - samples_then) / (now - then) if now > then else 0.0
+        self.throughput = rate if math.isfinite(rate) else 0.0
+        self._measured = (now, samples_learned)
+        self._measure_lag(position)
+
+    def _measure_lag(self, position: Position) -> None:
+        key = self.keys.samples
+        try:
+            info = self.retry(lambda: self.client.xinfo_stream(key))
+        except redis.ResponseError:  # no such stream (yet)
+            self.lag, self.lag_at_least = 0, False
+            return
+        added = info.get("entries-added")
+        if added is not None:
+            self.lag, self.lag_at_least = max(0, int(added) - position.entries_consumed), False
+            return
+        start = f"({position.last_id}"
+        count = int(self.retry(lambda: self._count_after(keys=[key], args=[start, LAG_CAP + 1])))
+        self.lag, self.lag_at_least = min(count, LAG_CAP), count > LAG_CAP
+
+    def with_measures(self, report: MetricsReport) -> MetricsReport:
+        """The metrics report with this worker's throughput and lag, as a snapshot stores it."""
+        return dataclasses.replace(
+            report, throughput=round(self.throughput, 1), lag=self.lag, lag_at_least=self.lag_at_least
+        )
+
+    def log_progress(
+        self, version: int | None, accuracy: tuple[float | None, float | None], position: Position, final: bool
+    ) -> None:
+        """One INFO line every ``LOG_EVERY`` seconds (and at the end), DEBUG otherwise."""
+        now = time.monotonic()
+        level = logging.INFO if final or now >= self._next_log else logging.DEBUG
+        if level == logging.INFO:
+            self._next_log = now + LOG_EVERY
+        log.log(
+            level,
+            "snapshot %d: %s samples learned (prequential %s, rolling %s), %s/s, lag %s%s, %d dead letters%s",
+            version, f"{position.samples_learned:,}", _percent(accuracy[0]), _percent(accuracy[1]),
+            f"{self.throughput:,.0f}", "≥" if self.lag_at_least else "", self.lag, position.deadletter_count,
+            " (final)" if final else "",
+        )  # fmt: skip
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"
