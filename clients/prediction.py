@@ -117,7 +117,7 @@ class Prediction:
     probabilities: list[float]
     model_version: int
     samples_learned: int
-    prediction_id: str | None
+    prediction_id: str  # give it to ``feedback()`` with the true label
 
 
 @dataclass(frozen=True)
@@ -156,13 +156,14 @@ class ModelStatus:
     samples_learned: int
     created_at: float | None
     age_seconds: float | None
-    last_id: str | None
-    rule: str | None
+    last_id: str  # the last stream entry the snapshot includes
+    rule: str
     params: dict[str, Any]
     metrics: dict[str, Any]
     lag: int | None
     pinned: bool  # serving a pinned version rather than the latest
-    worker: dict[str, Any] | None
+    worker: dict[str, Any] | None  # the worker's status (digitstream.contracts.WorkerStatus), None when none reports
+    deadletter_count: int  # malformed stream entries moved to the dead-letter stream by this snapshot
     raw: dict[str, Any] = field(repr=False, compare=False)
 
     @property
@@ -483,7 +484,7 @@ def _prediction(body: Any) -> Prediction:
         probabilities=[float(p) for p in body["probabilities"]],
         model_version=int(body["model_version"]),
         samples_learned=int(body["samples_learned"]),
-        prediction_id=body.get("prediction_id"),
+        prediction_id=str(body["prediction_id"]),
     )
 
 
@@ -511,13 +512,14 @@ def _model_status(body: Any) -> ModelStatus:
         samples_learned=int(body["samples_learned"]),
         created_at=_optional_float(body.get("created_at")),
         age_seconds=_optional_float(body.get("age_seconds")),
-        last_id=body.get("last_id"),
-        rule=body.get("rule"),
+        last_id=str(body["last_id"]),
+        rule=str(body["rule"]),
         params=dict(body.get("params") or {}),
         metrics=dict(body.get("metrics") or {}),
         lag=_optional_int(body.get("lag")),
         pinned=bool(body.get("pinned")),
         worker=body.get("worker"),
+        deadletter_count=int(body.get("deadletter_count") or 0),
         raw=dict(body),
     )
 

@@ -26,11 +26,14 @@ def show(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+INT64 = 2**63  # integers are kept to 64 bits, as most JSON readers do (orjson)
+
+
 def integer(value: Any, where: str) -> int:
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) < INT64:
         return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ContractError(f"{where}: expected an integer, got {show(value)}")
+    if isinstance(value, bool) or not isinstance(value, int) or not -INT64 <= value < INT64:
+        raise ContractError(f"{where}: expected a 64-bit integer, got {show(value)}")
     return value
 
 

@@ -9,10 +9,11 @@ Redis layout for a model named ``M`` (default ``digitstream``)::
     M:deadletter              stream   rejected entries: original fields + original_id + reason
     M:snapshot:latest         string   version number of the newest snapshot
     M:snapshot:versions       zset     kept versions (score = version)
-    M:snapshot:<version>      hash     "meta" (JSON) + "array:<name>" (raw little-endian bytes)
+    M:snapshot:<version>      hash     "meta" (JSON, contracts.SnapshotMeta) + "array:<name>" (raw bytes)
     M:snapshot:events         pub/sub  JSON {"version": n} published when a snapshot is written
     M:worker:lease            string   id of the one active worker, with an expiry (PX)
-    M:worker:status           string   JSON health of the active worker (lag, faults), with expiry
+    M:worker:status           string   JSON health of the active worker (contracts.WorkerStatus), with expiry
+    M:service:pinned          string   version every service replica serves (absent: the latest)
     M:prediction:<id>         string   a served prediction's 784 pixels, kept for feedback (TTL)
 
 Stream entry (canonical form): ``pixels`` = 784 raw bytes, row-major 28x28, 0 = background;
@@ -82,6 +83,10 @@ class Keys:
     @property
     def worker_status(self) -> str:
         return f"{self.model}:worker:status"
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.model}:service:pinned"
 
     def prediction(self, prediction_id: str) -> str:
         return f"{self.model}:prediction:{prediction_id}"

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .contracts import ContractError, SnapshotMeta
 from .learner import HyperParameters, LearnerState
 from .protocol import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from .learner import DeltaRuleLearner
 
-META_FIELD = b"meta"
+META_FIELD = b"meta"  # the hash field holding the JSON metadata (the only place that names it)
 VERSION_FIELD = b"version"  # when present, overrides meta["version"] (the store assigns versions)
 ARRAY_PREFIX = b"array:"
 _DTYPES: dict[str, np.dtype[Any]] = {"<f8": np.dtype("<f8"), "<i8": np.dtype("<i8"), "|u1": np.dtype("u1")}
@@ -34,7 +35,7 @@ class SnapshotError(ValueError):
 
 @dataclass
 class Snapshot:
-    """One version of a model: metadata (JSON-able) and the learner's arrays."""
+    """One version of a model: metadata (JSON-able, see ``typed_meta``) and the learner's arrays."""
 
     meta: dict[str, Any]
     arrays: dict[str, np.ndarray]
@@ -50,6 +51,13 @@ class Snapshot:
     @property
     def last_id(self) -> str:
         return str(self.meta["last_id"])
+
+    def typed_meta(self) -> SnapshotMeta:
+        """The metadata as its contract (``digitstream.contracts``); SnapshotError if it breaks it."""
+        try:
+            return SnapshotMeta.from_json(self.meta)
+        except ContractError as exc:
+            raise SnapshotError(f"snapshot meta: {exc}") from None
 
     def learner_state(self) -> LearnerState:
         """The learner's state this snapshot holds (numpy only: what serving needs)."""
@@ -92,7 +100,7 @@ def decode_snapshot(fields: dict[bytes, bytes]) -> Snapshot:
     """Inverse of :func:`encode_snapshot`; raises SnapshotError on anything unexpected."""
     raw_meta = fields.get(META_FIELD)
     if raw_meta is None:
-        raise SnapshotError("snapshot has no 'meta' field")
+        raise SnapshotError(f"snapshot has no {META_FIELD.decode()!r} field")
     try:
         meta = json.loads(raw_meta)
     except ValueError as exc:

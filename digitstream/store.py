@@ -5,15 +5,8 @@ previous snapshot, the stream trim and the notification happen together or not a
 (state and stream position are committed atomically). The script first checks the writer's
 lease: a worker that lost its lease (paused, partitioned) can never overwrite its successor.
 
-Snapshot metadata (JSON, ``Snapshot.meta``), written by the worker, read by the service::
-
-    schema, model, version, samples_learned, last_id, created_at (unix s),
-    entries_consumed (learned + dead-lettered), deadletter_count,
-    learner {format, params, n_samples},
-    metrics {prequential_accuracy, rolling_accuracy, rolling_window, confusion_matrix (10x10),
-             per_class_recall (10), throughput (samples/s), lag, drift_events [{samples, detector}],
-             learning_curve [[samples_learned, prequential_accuracy, rolling_accuracy], ...]},
-    faults [{kind, message, at, samples_learned}]
+Snapshot metadata (JSON, ``Snapshot.meta``) is written by the worker and read by the service; its
+fields are the ``SnapshotMeta`` contract in ``digitstream.contracts``.
 """
 
 from __future__ import annotations

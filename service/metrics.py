@@ -82,11 +82,11 @@ class ServiceMetrics:
 
 
 def _lag(holder: ModelHolder) -> float:
-    status = holder.worker_status
-    value = status.get("lag") if status else None
-    if value is None and holder.current is not None:
-        value = holder.current.meta.get("metrics", {}).get("lag")
-    return float(value) if isinstance(value, int | float) else float("nan")
+    status, model = holder.worker_status, holder.current
+    value = status.lag if status is not None else None
+    if value is None and model is not None:
+        value = model.meta.metrics.lag
+    return float("nan") if value is None else float(value)  # NaN: Prometheus's "no value"
 
 
 class RequestMetricsMiddleware:

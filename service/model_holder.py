@@ -8,8 +8,12 @@ snapshot: it wakes on the snapshot events channel (pub/sub) and at least every
 the target changed. Redis errors never drop the model in memory; the follower reconnects with a
 capped backoff.
 
-Pinning is stored in Redis (``<model>:service:pinned``), so every replica serves the same
-version: the replica that receives the request switches at once, the others at their next poll.
+Pinning is stored in Redis (``Keys.pinned``), so every replica serves the same version: the
+replica that receives the request switches at once, the others at their next poll.
+
+The snapshot metadata and the worker status are read as their contracts (``SnapshotMeta``,
+``WorkerStatus``). A snapshot whose metadata breaks the contract is not served (like any
+undecodable snapshot); a garbled or foreign status counts as absent. Both are logged.
 """
 
 from __future__ import annotations
@@ -17,9 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
-import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,19 +31,15 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from digitstream.contracts import SnapshotMeta, WorkerStatus
 from digitstream.learner import Scorer, scorer_for, scores_to_proba
 from digitstream.protocol import Keys
-from digitstream.snapshot import SnapshotError, decode_snapshot
+from digitstream.snapshot import META_FIELD, SnapshotError, decode_snapshot
 from digitstream.store import parse_event
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 2.0  # seconds between reconnection attempts: an outage ends, service resumes soon after
-
-
-def pin_key(keys: Keys) -> str:
-    """Redis key holding the pinned version (absent: follow the latest)."""
-    return f"{keys.model}:service:pinned"
 
 
 class NoModelYet(RuntimeError):
@@ -58,7 +56,7 @@ class ServedModel:
 
     version: int
     samples_learned: int
-    meta: dict[str, Any]
+    meta: SnapshotMeta
     scorer: Scorer
     pinned: bool = False
     loaded_at: float = dataclasses.field(default_factory=time.time)
@@ -67,11 +65,12 @@ class ServedModel:
     def from_fields(cls, fields: dict[bytes, bytes], pinned: bool = False) -> ServedModel:
         """Decode a snapshot hash (no pickle: JSON + raw arrays) and build its numpy scorer."""
         snapshot = decode_snapshot(fields)
+        meta = snapshot.typed_meta()
         try:
             scorer = scorer_for(snapshot.learner_state())
         except ValueError as exc:
             raise SnapshotError(f"snapshot {snapshot.version} cannot be served: {exc}") from None
-        return cls(snapshot.version, snapshot.samples_learned, snapshot.meta, scorer, pinned)
+        return cls(snapshot.version, meta.samples_learned, meta, scorer, pinned)
 
     @property
     def rule(self) -> str:
@@ -84,8 +83,7 @@ class ServedModel:
 
     @property
     def created_at(self) -> float | None:
-        value = self.meta.get("created_at")
-        return float(value) if isinstance(value, int | float) else None
+        return self.meta.created_at
 
     def age(self, now: float | None = None) -> float | None:
         created = self.created_at
@@ -98,7 +96,7 @@ class ModelHolder:
     def __init__(self, client: aioredis.Redis, keys: Keys, poll_interval: float) -> None:
         self._client = client
         self._keys = keys
-        self._pin_key = pin_key(keys)
+        self._pin_key = keys.pinned
         self._poll_interval = poll_interval
         self._lock = asyncio.Lock()
         self._bad_versions: set[int] = set()
@@ -107,8 +105,9 @@ class ModelHolder:
         self.current: ServedModel | None = None
         self.latest_version: int | None = None
         self.redis_ok = False
-        self.worker_status: dict[str, Any] | None = None
+        self.worker_status: WorkerStatus | None = None
         self.swaps = 0
+        self._status_problem: str | None = None  # the last one logged: a bad status is logged once, not per poll
 
     # -- reading --------------------------------------------------------------------------------
     def require(self) -> ServedModel:
@@ -165,7 +164,7 @@ class ModelHolder:
                 log.info("Redis reachable")
             self.redis_ok = True
             self.latest_version = _as_int(latest)
-            self.worker_status = _parse_status(status)  # type: ignore[arg-type]
+            self.worker_status = self._read_status(status)
             pinned_version = _as_int(pinned)
             if pinned_version is not None and await self._switch(pinned_version, pinned=True):
                 return
@@ -209,6 +208,18 @@ class ModelHolder:
         log.info("serving version %d (%d samples learned%s)", model.version, model.samples_learned,
                  ", pinned" if model.pinned else "")  # fmt: skip
 
+    def _read_status(self, raw: bytes | str | None) -> WorkerStatus | None:
+        """The worker status as its contract; a garbled or foreign one counts as absent."""
+        try:
+            status = None if raw is None else WorkerStatus.from_json(orjson.loads(raw))
+        except ValueError as exc:  # not strict JSON, or not the contract
+            if str(exc) != self._status_problem:
+                log.warning("ignoring the worker status in %s: %s", self._keys.worker_status, exc)
+                self._status_problem = str(exc)
+            return None
+        self._status_problem = None
+        return status
+
     def _served(self) -> int | None:
         return self.current.version if self.current else None
 
@@ -236,19 +247,24 @@ class ModelHolder:
         versions = [int(v) for v in members]
         async with self._client.pipeline(transaction=False) as pipe:
             for version in versions:
-                pipe.hget(self._keys.snapshot(version), "meta")
+                pipe.hget(self._keys.snapshot(version), META_FIELD)
             metas = await pipe.execute()
         out = []
         for version, raw in zip(versions, metas, strict=True):
-            meta = _loads_object(raw)
-            if meta is None:
-                continue  # trimmed between the two reads, or unreadable
-            metrics = found if isinstance(found := meta.get("metrics"), dict) else {}
+            if raw is None:
+                continue  # trimmed between the two reads
+            try:
+                meta = SnapshotMeta.from_json(orjson.loads(raw))
+            except ValueError as exc:  # it cannot be served either: say so once
+                if version not in self._bad_versions:
+                    log.error("snapshot %d has unreadable metadata (%s); not listed", version, exc)
+                    self._bad_versions.add(version)
+                continue
             out.append({
                 "version": version,
-                "samples_learned": _as_int(meta.get("samples_learned")) or 0,
-                "created_at": _finite(meta.get("created_at")),
-                "prequential_accuracy": _finite(metrics.get("prequential_accuracy")),
+                "samples_learned": meta.samples_learned,
+                "created_at": meta.created_at,
+                "prequential_accuracy": meta.metrics.prequential_accuracy,
             })  # fmt: skip
         return out
 
@@ -263,39 +279,3 @@ def _as_int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-def _finite(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
-
-
-def _loads_object(raw: bytes | None) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _parse_status(raw: bytes | None) -> dict[str, Any] | None:
-    """The worker status JSON with non-finite numbers replaced by null (they are not valid JSON)."""
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw)  # the worker may write NaN/Infinity tokens, which orjson rejects
-    except ValueError:
-        return None
-    return finite_json(value) if isinstance(value, dict) else None
-
-
-def finite_json(value: Any) -> Any:
-    """A JSON-able copy of ``value`` with NaN and infinities replaced by None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): finite_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite_json(v) for v in value]
-    return value

@@ -158,9 +158,11 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any] = Field(description="online metrics from the snapshot (prequential/rolling accuracy, ...)")
     lag: int | None = Field(description="stream entries not yet learned (from the worker status, else the snapshot)")
     pinned: bool
-    worker: dict[str, Any] | None = Field(description="the active worker's status, null when none reports")
-    deadletter_count: int | None = Field(
-        None, description="malformed stream entries the worker had moved to the dead-letter stream by this snapshot"
+    worker: dict[str, Any] | None = Field(
+        description="the active worker's status (fields in docs/ARCHITECTURE.md), null when none reports"
+    )
+    deadletter_count: int = Field(
+        description="malformed stream entries the worker had moved to the dead-letter stream by this snapshot"
     )
 
 

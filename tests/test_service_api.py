@@ -14,6 +14,7 @@ import pytest
 import redis
 from PIL import Image
 
+from digitstream.contracts import WorkerStatus
 from digitstream.learner import DeltaRuleLearner
 from digitstream.protocol import N_PIXELS, decode_entries
 from tests.service_support import LiveServer, live, make_app, trained, write  # noqa: F401
@@ -350,14 +351,14 @@ def test_model_describes_the_served_snapshot_and_the_worker(
     assert 0 <= body["age_seconds"] < 60 and body["created_at"] > 1e9
     assert body["pinned"] is False and body["worker"] is None and body["lag"] == 0
     assert body["deadletter_count"] == 0
-    status = {"worker_id": "w1", "state": "active", "samples_learned": 3000, "last_id": "1-0", "lag": 42,
-              "throughput": 1e5, "faults": [], "updated_at": time.time()}  # fmt: skip
-    redis_client.set("digitstream:worker:status", json.dumps(status), px=5000)
+    status = WorkerStatus(worker_id="w1", state="active", model="digitstream", samples_learned=3000, last_id="1-0",
+                          updated_at=time.time(), version=1, lag=42, throughput=1e5)  # fmt: skip
+    redis_client.set("digitstream:worker:status", json.dumps(status.to_json()), px=5000)
     deadline = time.monotonic() + 3
     while (body := live.get("/model").json())["worker"] is None:
         assert time.monotonic() < deadline, "worker status never reported"
         time.sleep(0.05)
-    assert body["worker"] == status and body["lag"] == 42
+    assert body["worker"] == status.to_json() and body["lag"] == 42
 
 
 def test_weights_png_draws_the_ten_templates(live: LiveServer, trained: DeltaRuleLearner) -> None:

@@ -4,15 +4,18 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 import redis
 
 from digitstream.learner import DeltaRuleLearner
-from digitstream.protocol import N_PIXELS
+from digitstream.protocol import N_PIXELS, Keys
 from digitstream.snapshot import encode_snapshot, snapshot_of
 from tests.service_support import LiveServer, live, make_app, train, trained, write  # noqa: F401
 
@@ -138,3 +141,47 @@ def test_an_unreadable_snapshot_is_skipped_and_the_previous_one_kept(
     assert live.predict(np.zeros(N_PIXELS, dtype=np.uint8))["model_version"] == 1
     write(trained)  # the next good snapshot (version 3) is served again
     live.wait_for_version(3)
+
+
+@pytest.mark.parametrize(
+    "breach",
+    [{"samples_learned": "lots"}, {"created_at": "yesterday"}, {"metrics": {"confusion_matrix": [["x"]]}},
+     {"faults": [{"kind": "redis"}]}, {"metrics": []}],
+    ids=["samples", "created_at", "confusion", "fault", "metrics"],
+)  # fmt: skip
+def test_a_snapshot_whose_metadata_breaks_the_contract_is_not_served_nor_listed(
+    live: LiveServer, write: Callable[..., int], trained: DeltaRuleLearner, breach: dict[str, object],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    caplog.set_level(logging.ERROR, logger="digitstream.service")
+    write(trained, **breach)  # version 2: good arrays, bad metadata
+    time.sleep(1.0)
+    assert live.get("/model").json()["version"] == 1, "the previous version is kept"
+    assert [v["version"] for v in live.get("/model/versions").json()["versions"]] == [1]
+    assert any("snapshot 2" in r.getMessage() for r in caplog.records), "and it says why"
+    write(trained)
+    live.wait_for_version(3)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b'{"worker_id": "w", "throughput": NaN}', b"[1, 2]", b'{"state": "dancing"}',
+     json.dumps({"worker_id": "w", "state": "active", "model": "m", "samples_learned": -1.5, "last_id": "1-0",
+                 "updated_at": 1.0}).encode()],
+    ids=["not-json", "nan", "array", "foreign", "wrong-type"],
+)  # fmt: skip
+def test_a_garbled_worker_status_counts_as_absent_and_is_logged_once(
+    make_app: Callable[..., LiveServer], write: Callable[..., int], trained: DeltaRuleLearner,
+    redis_client: redis.Redis, raw: bytes, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    caplog.set_level(logging.WARNING, logger="digitstream.service")
+    write(trained)
+    redis_client.set(Keys.for_model().worker_status, raw)
+    server = make_app(poll_interval=0.1)
+    server.wait_for_version(1)
+    time.sleep(0.5)  # several polls
+    body = server.get("/model").json()
+    assert body["worker"] is None and body["lag"] == 0, "the snapshot's lag stands in"
+    assert "digitstream_worker_up 0.0" in server.get("/metrics").text
+    logged = [r for r in caplog.records if "ignoring the worker status" in r.getMessage()]
+    assert len(logged) == 1, "once, not at every poll"

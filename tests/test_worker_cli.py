@@ -88,7 +88,7 @@ def test_a_rediss_url_makes_a_tls_connection() -> None:
     kwargs = client.connection_pool.connection_kwargs
     assert client.connection_pool.connection_class is SSLConnection
     assert (kwargs["username"], kwargs["password"], kwargs["port"], kwargs["db"]) == ("user", "pw", 6380, 2)
-    assert client.get_retry().get_retries() == 0, "the worker retries itself (see worker.loop)"  # type: ignore[union-attr]
+    assert client.get_retry().get_retries() == 0, "the worker retries itself (see worker.retry)"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -60,7 +60,9 @@ def worker_command(burst: bool, log_level: str, **options: Any) -> None:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     configure_logging(log_level, settings.log_format)
-    from .loop import Worker  # after the settings check: importing the learner loads numba
+    # Imported only once the settings are valid, so that a bad one is reported at once: the loop loads
+    # numba, river and scipy (the learner's kernels, the drift detector), seconds on a cold start.
+    from .loop import Worker
 
     client = worker_client(settings)
     worker = Worker(settings, client)

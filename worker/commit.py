@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from digitstream.contracts import ContractError, LearnerDescriptor, MetricsReport, SnapshotMeta, WorkerSettings
+from digitstream.contracts import LearnerDescriptor, MetricsReport, SnapshotMeta, WorkerSettings
 from digitstream.learner import LearnerState
 from digitstream.protocol import FIELD_REASON, Keys, deadletter_fields
 from digitstream.settings import Settings
@@ -194,8 +194,8 @@ def latest_readable(client: redis.Redis, keys: Keys) -> tuple[Snapshot, Snapshot
     for version in [latest, *older]:
         try:
             snapshot = read_snapshot(client, keys, version)
-            meta = None if snapshot is None else SnapshotMeta.from_json(snapshot.meta)
-        except (SnapshotError, ContractError) as exc:
+            meta = None if snapshot is None else snapshot.typed_meta()
+        except SnapshotError as exc:
             log.error("snapshot %d of model %r is unreadable: %s", version, keys.model, exc)
             continue
         if snapshot is None or meta is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 from enum import Enum
 from typing import Annotated, Any
 
@@ -14,7 +13,7 @@ from fastapi import FastAPI, Query, Response
 from digitstream.settings import Settings
 
 from ..deps import HolderDep, ModelDep, api_key_dependencies
-from ..model_holder import ModelHolder, ServedModel, finite_json
+from ..model_holder import ModelHolder, ServedModel
 from ..schemas import ModelInfo, PinRequest, Versions, WeightTemplates
 from ..weights_image import weights_png
 from .responses import errors
@@ -82,28 +81,20 @@ def weights_json(model: ServedModel) -> bytes:
 def describe(model: ServedModel, holder: ModelHolder, settings: Settings) -> dict[str, Any]:
     """The GET /model body (also answered by pin/unpin)."""
     meta = model.meta
-    metrics = found if isinstance(found := meta.get("metrics"), dict) else {}
     worker = holder.worker_status
-    lag = _int(worker.get("lag")) if worker else None
-    if lag is None:
-        lag = _int(metrics.get("lag"))
+    lag = worker.lag if worker is not None and worker.lag is not None else meta.metrics.lag
     return {
-        "model": str(meta.get("model") or settings.model_name),
+        "model": meta.model or settings.model_name,
         "version": model.version,
         "samples_learned": model.samples_learned,
-        "created_at": model.created_at,
+        "created_at": meta.created_at,
         "age_seconds": model.age(),
-        "last_id": str(meta.get("last_id", "")),
+        "last_id": meta.last_id,
         "rule": model.rule,
         "params": model.scorer.params.to_json(),
-        "metrics": finite_json(metrics),
+        "metrics": meta.metrics.to_json(),
         "lag": lag,
         "pinned": model.pinned,
-        "worker": worker,
-        "deadletter_count": _int(meta.get("deadletter_count")),
+        "worker": worker.to_json() if worker is not None else None,
+        "deadletter_count": meta.deadletter_count,
     }
-
-
-def _int(value: Any) -> int | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    return int(value) if ok else None
