@@ -1,4 +1,4 @@
-"""Stream retention: which already-learned entries the snapshot script may trim (XTRIM MINID).
+"""Stream retention: which already-learned entries the snapshot script may trim (by MINID, and by length).
 
 Entries after the snapshotted position are never trimmed: they are what a restarted worker
 learns next. At or before that position the worker keeps the newest ``max_len`` entries it has
