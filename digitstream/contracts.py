@@ -26,6 +26,16 @@ Worker status (``WorkerStatus``, the ``<model>:worker:status`` key)::
 
     worker_id, state (starting | standby | active | stopped), model, samples_learned, last_id,
     version, lag, lag_at_least, throughput, deadletter_count, faults [...], updated_at (unix s)
+
+Examples
+--------
+>>> status = WorkerStatus("host:41:9f3a", "active", "digitstream", 5000, "1700000000000-0", 1.7e9, lag=12)
+>>> WorkerStatus.from_json(status.to_json()) == status
+True
+>>> WorkerStatus.from_json({**status.to_json(), "lag": "a dozen"})
+Traceback (most recent call last):
+...
+digitstream.jsonfields.ContractError: status.lag: expected a 64-bit integer, got 'a dozen'
 """
 
 from __future__ import annotations
