@@ -108,6 +108,7 @@ class ModelHolder:
         self.worker_status: WorkerStatus | None = None
         self.swaps = 0
         self._status_problem: str | None = None  # the last one logged: a bad status is logged once, not per poll
+        self._metas: dict[int, tuple[bytes, SnapshotMeta | None]] = {}  # kept versions' metadata, as last read
 
     # -- reading --------------------------------------------------------------------------------
     def require(self) -> ServedModel:
@@ -250,15 +251,13 @@ class ModelHolder:
                 pipe.hget(self._keys.snapshot(version), META_FIELD)
             metas = await pipe.execute()
         out = []
+        known, self._metas = self._metas, {}
         for version, raw in zip(versions, metas, strict=True):
             if raw is None:
                 continue  # trimmed between the two reads
-            try:
-                meta = SnapshotMeta.from_json(orjson.loads(raw))
-            except ValueError as exc:  # it cannot be served either: say so once
-                if version not in self._bad_versions:
-                    log.error("snapshot %d has unreadable metadata (%s); not listed", version, exc)
-                    self._bad_versions.add(version)
+            self._metas[version] = entry = self._read_meta(version, raw, known.get(version))
+            meta = entry[1]
+            if meta is None:
                 continue
             out.append({
                 "version": version,
@@ -267,6 +266,23 @@ class ModelHolder:
                 "prequential_accuracy": meta.metrics.prequential_accuracy,
             })  # fmt: skip
         return out
+
+    @staticmethod
+    def _read_meta(
+        version: int, raw: bytes, known: tuple[bytes, SnapshotMeta | None] | None
+    ) -> tuple[bytes, SnapshotMeta | None]:
+        """(raw, its SnapshotMeta or None if it breaks the contract), parsed only if ``raw`` is new.
+
+        A meta with a full learning curve takes milliseconds to check, and this runs on the event
+        loop for anyone who asks: each kept version is checked (and a bad one logged) once.
+        """
+        if known is not None and known[0] == raw:
+            return known
+        try:
+            return raw, SnapshotMeta.from_json(orjson.loads(raw))
+        except ValueError as exc:
+            log.error("snapshot %d has unreadable metadata (%s); not listed", version, exc)
+            return raw, None
 
     async def pinned_version(self) -> int | None:
         return _as_int(await self._client.get(self._pin_key))
