@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,6 +28,8 @@ from digitstream.clients.prediction import (
     NotFound,
     Prediction,
     PredictionClient,
+    RateLimited,
+    Retries,
     ServerError,
     ServiceUnavailable,
     ServiceUnreachable,
@@ -87,8 +90,10 @@ def test_predict_batch_sends_uint8_arrays_as_bytes_and_lists_as_json_with_the_sa
     as_lists = client.predict_batch(images.astype(np.int64))
     assert isinstance(binary, BatchPrediction)
     assert binary == as_lists
-    assert binary.digits == trained.predict_many(images).tolist()
-    assert len(binary.probabilities) == 50 and binary.model_version == 1
+    np.testing.assert_array_equal(binary.digits, trained.predict_many(images))
+    assert binary.digits.dtype == np.int64 and binary.probabilities.shape == (50, 10)
+    np.testing.assert_allclose(binary.probabilities, trained.predict_proba_many(images), rtol=1e-12)
+    assert len(binary) == 50 and binary.model_version == 1
 
 
 def test_predict_image_sends_a_png_from_a_path_bytes_or_a_file(
@@ -212,6 +217,7 @@ class NotDigitstream(ThreadingHTTPServer):
     """A real HTTP server that is not digitstream: every request gets ``reply = (status, body kind)``."""
 
     reply: tuple[int, str] = (200, "json")
+    requests = 0
 
     @property
     def url(self) -> str:
@@ -222,14 +228,21 @@ class _Handler(BaseHTTPRequestHandler):
     server: NotDigitstream
 
     def do_GET(self) -> None:
+        self.server.requests += 1
         status, kind = self.server.reply
         bodies = {"json": json.dumps({"detail": "disk on fire"}), "text": "plain failure", "odd": json.dumps([1, 2])}
         body = bodies[kind].encode()
         self.send_response(status)
         self.send_header("Content-Type", "text/plain" if kind == "text" else "application/json")
         self.send_header("Content-Length", str(len(body)))
+        if status in (429, 503):
+            self.send_header("Retry-After", "0.2")
         self.end_headers()
         self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.do_GET()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -301,10 +314,112 @@ def test_the_async_client_gives_the_same_answers_and_errors(
         return locals()
 
     got = asyncio.run(scenario())
-    assert [p.digit for p in got["singles"]] == client.predict_batch(images).digits == got["batch"].digits
+    digits = [p.digit for p in got["singles"]]
+    assert digits == client.predict_batch(images).digits.tolist() == got["batch"].digits.tolist()
     assert got["image"].digit == got["singles"][0].digit
     assert dataclasses.replace(got["model"], age_seconds=None) == dataclasses.replace(client.model(), age_seconds=None)
     assert got["versions"] == client.versions()
     assert got["pinned"].pinned and not got["unpinned"].pinned
     assert got["feedback"].label == 7
     assert got["health"] == {"status": "ok"}
+
+
+# --- retries, readiness, notebook conveniences -------------------------------------------------
+
+
+def test_retries_wait_for_the_first_model_honouring_retry_after(
+    make_app: Callable[..., LiveServer], write: Callable[..., int], trained: DeltaRuleLearner
+) -> None:
+    server = make_app()
+    timer = threading.Timer(1.5, write, args=(trained,))  # the worker's first snapshot, a moment later
+    timer.start()
+    try:
+        with PredictionClient(server.url, retries=Retries(count=10, max_wait=1.0)) as c:
+            started = time.monotonic()
+            answer = c.predict([0] * 784)
+    finally:
+        timer.join()
+    assert answer.model_version == 1 and time.monotonic() - started >= 1.0
+
+
+def test_without_retries_the_first_refusal_is_raised_at_once(make_app: Callable[..., LiveServer]) -> None:
+    server = make_app()
+    with PredictionClient(server.url) as c, pytest.raises(ServiceUnavailable):
+        c.predict([0] * 784)
+
+
+def test_retries_give_up_after_their_count_with_the_last_error(other_server: NotDigitstream) -> None:
+    other_server.reply = (503, "json")
+    other_server.requests = 0
+    with (
+        PredictionClient(other_server.url, retries=Retries(count=2, backoff=0.01)) as c,
+        pytest.raises(ServiceUnavailable, match="disk on fire"),
+    ):
+        c.model()
+    assert other_server.requests == 3, "one attempt and two retries"
+
+
+def test_writes_that_could_land_twice_are_not_resent_after_a_503(other_server: NotDigitstream) -> None:
+    other_server.reply = (503, "json")
+    other_server.requests = 0
+    with (
+        PredictionClient(other_server.url, retries=Retries(count=3, backoff=0.01)) as c,
+        pytest.raises(ServiceUnavailable),
+    ):
+        c.add_samples([([0] * 784, 1)])
+    assert other_server.requests == 1
+
+
+def test_a_429_is_retried_even_for_writes_after_its_retry_after(other_server: NotDigitstream) -> None:
+    other_server.reply = (429, "json")
+    other_server.requests = 0
+    with PredictionClient(other_server.url, retries=Retries(count=1, backoff=5.0, max_wait=0.2)) as c:
+        started = time.monotonic()
+        with pytest.raises(RateLimited) as caught:
+            c.feedback("f" * 32, 3)
+    assert other_server.requests == 2 and caught.value.retry_after == 0.2
+    assert time.monotonic() - started >= 0.2, "waited the server's Retry-After"
+
+
+def test_connection_errors_are_retried_with_backoff_for_reads() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with PredictionClient(url, timeout=1, retries=Retries(count=2, backoff=0.05)) as c:
+        started = time.monotonic()
+        with pytest.raises(ServiceUnreachable):
+            c.model()
+    assert time.monotonic() - started >= 0.05 + 0.1, "waited 0.05 s, then 0.1 s"
+
+
+def test_wait_until_ready_returns_once_a_model_is_served(
+    make_app: Callable[..., LiveServer], write: Callable[..., int], trained: DeltaRuleLearner
+) -> None:
+    server = make_app()
+    with PredictionClient(server.url) as c:
+        with pytest.raises(TimeoutError, match="not ready after"):
+            c.wait_until_ready(timeout=0.5)
+        write(trained)
+        assert c.wait_until_ready(timeout=10)["status"] == "ready"
+
+    async def async_wait() -> dict[str, Any]:
+        async with AsyncPredictionClient(server.url) as ac:
+            return await ac.wait_until_ready(timeout=10)
+
+    assert asyncio.run(async_wait())["model_version"] == 1
+
+
+def test_weights_are_a_numpy_array_of_the_served_templates(client: PredictionClient, trained: DeltaRuleLearner) -> None:
+    weights = client.weights()
+    assert isinstance(weights, np.ndarray) and weights.shape == (10, 784)
+    np.testing.assert_allclose(weights, trained.weights, rtol=1e-6, atol=1e-7)  # float32 on the wire
+
+
+def test_reprs_are_one_short_line(client: PredictionClient, mnist_test: tuple[np.ndarray, np.ndarray]) -> None:
+    shown = [
+        repr(client),
+        repr(client.predict(mnist_test[0][0])),
+        repr(client.predict_batch(mnist_test[0][:500])),
+        repr(client.model()),
+        repr(client.versions()),
+    ]
+    assert all("\n" not in text and len(text) < 200 for text in shown), shown
+    assert shown[2].startswith("BatchPrediction(500 images: digits [") and "…" in shown[2]
