@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import redis
 
+from digitstream.connections import RedisClient
 from digitstream.protocol import (
     FIELD_LABEL,
     FIELD_PIXELS,
@@ -128,7 +128,7 @@ class Publisher:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         keys: Keys,
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,

@@ -6,9 +6,11 @@ Built by :func:`load_settings` at each entry point and passed in; never created 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,7 +33,9 @@ class Settings(BaseSettings):
 
     # -- Redis and keys -------------------------------------------------------------------
     redis_url: SecretStr = Field(
-        SecretStr("redis://localhost:6379/0"), description="redis:// or rediss:// (TLS) URL, user:password@ if needed"
+        SecretStr("redis://localhost:6379/0"),
+        description="redis:// or rediss:// (TLS) URL, user:password@ if needed; redis+cluster:// or rediss+cluster:// "
+        "for a Redis Cluster (any node, or several comma-separated)",
     )
     model_name: str = Field(
         "digitstream", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="the model: the prefix of all its Redis keys"
@@ -87,9 +91,12 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: SecretStr) -> SecretStr:
-        url = urlsplit(value.get_secret_value())
-        if url.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        text = value.get_secret_value()
+        scheme = urlsplit(text).scheme
+        if scheme in CLUSTER_SCHEMES:
+            parse_cluster_url(text)  # raises ValueError saying what is wrong (never the password)
+        elif scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://")
         return value
 
     @model_validator(mode="after")
@@ -177,19 +184,108 @@ def redis_url(settings: Settings) -> str:
 def redact(url: str) -> str:
     """A URL without its password, for messages and log lines (every role prints where Redis is).
 
+    The password may be in the user information or in a ``password`` query parameter (redis-py
+    reads both); a cluster URL may name several nodes.
+
     >>> redact("redis://worker:s3cret@redis.internal:6379/0")
     'redis://worker:***@redis.internal:6379/0'
     >>> redact("redis://localhost:6379/0")
     'redis://localhost:6379/0'
+    >>> redact("rediss+cluster://:s3cret@node-1:7000,node-2:7000?ssl_cert_reqs=none")
+    'rediss+cluster://:***@node-1:7000,node-2:7000?ssl_cert_reqs=none'
+    >>> redact("unix:///run/redis.sock?db=0&password=s3cret")
+    'unix:///run/redis.sock?db=0&password=***'
     """
     parts = urlsplit(url)
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    netloc = f"{userinfo.split(':', 1)[0]}:***@{hosts}" if at and ":" in userinfo else parts.netloc
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(name == "password" for name, _ in pairs):
+        query = urlencode([(n, "***" if n == "password" else v) for n, v in pairs], safe="*")
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    # Put together by hand: urlunsplit would drop the "//" of unix:///path.
+    return (
+        f"{parts.scheme}://{netloc}{parts.path}"
+        + (f"?{query}" if query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )
 
 
-__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings", "redact", "redis_url", "without_settings"]
+#: URL scheme of a Redis Cluster -> the scheme of one of its nodes (TLS or not).
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+_HOST_PORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[^\[\]:/,@]+)(?::(?P<port>\d{1,5}))?$")
+
+
+@dataclass(frozen=True)
+class ClusterURL:
+    """A ``redis+cluster://`` or ``rediss+cluster://`` URL, taken apart.
+
+    ``node_url`` is the plain ``redis://`` (``rediss://``) URL of the first node, with the user,
+    password and query parameters, as redis-py's cluster clients take it; ``nodes`` are all the
+    nodes named (any one is enough: the client discovers the rest; more help when one is down).
+    """
+
+    node_url: str
+    nodes: tuple[tuple[str, int], ...]
+    tls: bool
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether ``url`` names a Redis Cluster (``redis+cluster://``, ``rediss+cluster://``)."""
+    return urlsplit(url).scheme in CLUSTER_SCHEMES
+
+
+def parse_cluster_url(url: str) -> ClusterURL:
+    """Take a cluster URL apart; ValueError saying what is wrong (never quoting the password).
+
+    Form: ``redis+cluster://[user[:password]@]host[:port][,host[:port]...][/0][?option=value...]``;
+    the port defaults to 6379, a cluster has only database 0.
+
+    >>> found = parse_cluster_url("redis+cluster://app:pw@10.0.0.5:7000,10.0.0.6?ssl_cert_reqs=none")
+    >>> found.node_url, found.nodes
+    ('redis://app:pw@10.0.0.5:7000?ssl_cert_reqs=none', (('10.0.0.5', 7000), ('10.0.0.6', 6379)))
+    """
+    parts = urlsplit(url)
+    scheme = CLUSTER_SCHEMES.get(parts.scheme)
+    if scheme is None:
+        raise ValueError(f"a cluster URL starts with {' or '.join(s + '://' for s in CLUSTER_SCHEMES)}")
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not hosts:
+        raise ValueError(f"{parts.scheme}:// needs at least one host[:port] of the cluster")
+    nodes = []
+    for item in hosts.split(","):
+        match = _HOST_PORT.match(item)
+        port = int(match["port"] or 6379) if match else 0
+        if match is None or not 1 <= port <= 65535:
+            raise ValueError(
+                f"{parts.scheme}://: {item!r} is not host[:port] with a port 1-65535 (commas separate nodes)"
+            )
+        nodes.append((match["host"].strip("[]"), port))
+    if parts.path not in ("", "/", "/0"):
+        raise ValueError(f"a Redis Cluster has only database 0: remove {parts.path!r} from the URL")
+    if any(name == "db" and value not in ("", "0") for name, value in parse_qsl(parts.query)):
+        raise ValueError("a Redis Cluster has only database 0: remove the db query parameter")
+    host, port = nodes[0]
+    first = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    node_url = urlunsplit((scheme, f"{userinfo}{at}{first}", "", parts.query, ""))
+    return ClusterURL(node_url, tuple(nodes), scheme == "rediss")
+
+
+__all__ = [
+    "CLUSTER_SCHEMES",
+    "ENV_PREFIX",
+    "ClusterURL",
+    "Settings",
+    "SettingsError",
+    "is_cluster_url",
+    "load_settings",
+    "parse_cluster_url",
+    "redact",
+    "redis_url",
+    "without_settings",
+]
 
 
 if __name__ == "__main__":

@@ -12,12 +12,15 @@ fields are the ``SnapshotMeta`` contract in ``digitstream.contracts``.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from .protocol import Keys
 from .snapshot import Snapshot, SnapshotError, decode_snapshot, encode_snapshot
+
+if TYPE_CHECKING:
+    from .connections import RedisClient
 
 
 class LeaseLost(RuntimeError):
@@ -75,7 +78,7 @@ return version
 
 
 def write_snapshot(
-    client: redis.Redis,
+    client: RedisClient,
     keys: Keys,
     snapshot: Snapshot,
     *,
@@ -116,12 +119,12 @@ def write_snapshot(
         raise
 
 
-def latest_version(client: redis.Redis, keys: Keys) -> int | None:
+def latest_version(client: RedisClient, keys: Keys) -> int | None:
     value = client.get(keys.snapshot_latest)
     return int(value) if value is not None else None
 
 
-def read_snapshot(client: redis.Redis, keys: Keys, version: int | None = None) -> Snapshot | None:
+def read_snapshot(client: RedisClient, keys: Keys, version: int | None = None) -> Snapshot | None:
     """The snapshot ``version`` (default: the latest), or None if there is none."""
     if version is None:
         version = latest_version(client, keys)
@@ -133,7 +136,7 @@ def read_snapshot(client: redis.Redis, keys: Keys, version: int | None = None) -
     return decode_snapshot(fields)
 
 
-def list_versions(client: redis.Redis, keys: Keys) -> list[int]:
+def list_versions(client: RedisClient, keys: Keys) -> list[int]:
     """Kept versions, oldest first."""
     members: list[bytes] = client.zrange(keys.snapshot_versions, 0, -1)  # type: ignore[assignment]
     return [int(v) for v in members]

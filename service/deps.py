@@ -9,10 +9,10 @@ from __future__ import annotations
 import secrets
 from typing import Annotated, Any
 
-import redis.asyncio as aioredis
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
+from digitstream.connections import AsyncRedisClient
 from digitstream.settings import Settings
 
 from .metrics import ServiceMetrics
@@ -38,7 +38,7 @@ async def get_predictions(request: Request) -> PredictionStore:
     return request.app.state.predictions  # type: ignore[no-any-return]
 
 
-async def get_redis(request: Request) -> aioredis.Redis:
+async def get_redis(request: Request) -> AsyncRedisClient:
     return request.app.state.redis  # type: ignore[no-any-return]
 
 
@@ -61,7 +61,7 @@ async def require_api_key(request: Request, key: Annotated[str | None, Security(
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 ModelDep = Annotated[ServedModel, Depends(get_model)]
 PredictionsDep = Annotated[PredictionStore, Depends(get_predictions)]
-RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
+RedisDep = Annotated[AsyncRedisClient, Depends(get_redis)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 ApiKey = Depends(require_api_key)
 

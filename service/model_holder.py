@@ -2,11 +2,11 @@
 
 A request reads ``holder.current`` once and uses only that object, so a swap (a single
 assignment) can never show it half a model. The follower task keeps ``current`` on the newest
-snapshot: it wakes on the snapshot events channel (pub/sub) and at least every
-``settings.poll_interval`` (in case a notification was lost, e.g. while reconnecting), reads the
-"latest" and pin pointers and the worker status in one MGET, and loads a new version only when
-the target changed. Redis errors never drop the model in memory; the follower reconnects with a
-capped backoff.
+snapshot: it wakes on the snapshot events channel (pub/sub on one Redis, sharded pub/sub on a
+cluster: ``snapshot_events``) and at least every ``settings.poll_interval`` (in case a
+notification was lost, e.g. while reconnecting), reads the "latest" and pin pointers and the
+worker status in one MGET, and loads a new version only when the target changed. Redis errors
+never drop the model in memory; the follower reconnects with a capped backoff.
 
 Pinning is stored in Redis (``Keys.pinned``), so every replica serves the same version: the
 replica that receives the request switches at once, the others at their next poll.
@@ -28,14 +28,16 @@ from typing import Any
 
 import numpy as np
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
+from digitstream.connections import AsyncRedisClient
 from digitstream.contracts import SnapshotMeta, WorkerStatus
 from digitstream.learner import Scorer, scorer_for, scores_to_proba
 from digitstream.protocol import Keys
 from digitstream.snapshot import META_FIELD, SnapshotError, decode_snapshot
 from digitstream.store import parse_event
+
+from .snapshot_events import snapshot_events
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ class ServedModel:
 class ModelHolder:
     """Owns ``current`` and the task that keeps it up to date."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, poll_interval: float) -> None:
+    def __init__(self, client: AsyncRedisClient, keys: Keys, poll_interval: float) -> None:
         self._client = client
         self._keys = keys
         self._pin_key = keys.pinned
@@ -135,19 +137,21 @@ class ModelHolder:
         backoff = 0.05
         while True:
             try:
-                async with self._client.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self._keys.snapshot_events)
-                    await self.sync()
+                # Read before subscribing too: on a cluster this discovers the nodes (and, after a
+                # failover, the promoted ones), which routing the subscription needs.
+                await self.sync()
+                async with snapshot_events(self._client, self._keys.snapshot_events) as events:
+                    await self.sync()  # after subscribing: nothing written in between is missed
                     backoff = 0.05
                     while True:
-                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self._poll_interval)
-                        if message is not None:
+                        data = await events.next(self._poll_interval)
+                        if data is not None:
                             with contextlib.suppress(SnapshotError):
-                                log.debug("snapshot event: version %d", parse_event(message["data"]))
+                                log.debug("snapshot event: version %d", parse_event(data))
                         await self.sync()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:  # the latter: e.g. keys in several slots
                 if self.redis_ok:
                     log.warning("Redis unreachable (%s); serving version %s from memory", exc, self._served())
                 self.redis_ok = False

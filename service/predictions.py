@@ -21,9 +21,9 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from digitstream.connections import AsyncRedisClient
 from digitstream.protocol import Keys
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,13 @@ class PredictionStore:
     """``keep`` (synchronous, cheap) and ``get`` (local first, then Redis)."""
 
     def __init__(
-        self, client: aioredis.Redis, keys: Keys, ttl: float, *, max_kept: int = MAX_KEPT, local_size: int = LOCAL_SIZE
+        self,
+        client: AsyncRedisClient,
+        keys: Keys,
+        ttl: float,
+        *,
+        max_kept: int = MAX_KEPT,
+        local_size: int = LOCAL_SIZE,
     ) -> None:
         self._client = client
         self._keys = keys

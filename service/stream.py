@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import redis.asyncio as aioredis
 
+from digitstream.connections import AsyncRedisClient
 from digitstream.protocol import Keys, encode_sample
 
 
-async def publish(client: aioredis.Redis, keys: Keys, images: np.ndarray, labels: np.ndarray) -> list[str]:
+async def publish(client: AsyncRedisClient, keys: Keys, images: np.ndarray, labels: np.ndarray) -> list[str]:
     """XADD every sample in one MULTI/EXEC (all or none); returns the stream ids in order."""
     async with client.pipeline(transaction=True) as pipe:
         for image, label in zip(images, labels, strict=True):

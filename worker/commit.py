@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from digitstream.connections import RedisClient
 from digitstream.contracts import LearnerDescriptor, MetricsReport, SnapshotMeta, WorkerSettings
 from digitstream.learner import LearnerState
 from digitstream.protocol import FIELD_REASON, Keys, deadletter_fields
@@ -58,7 +59,7 @@ class Commits:
     """
 
     def __init__(
-        self, settings: Settings, client: redis.Redis, worker_id: str, retry: RedisRetry,
+        self, settings: Settings, client: RedisClient, worker_id: str, retry: RedisRetry,
         version: int | None = None, entries_consumed: int = 0,
     ) -> None:  # fmt: skip
         self.settings = settings
@@ -185,7 +186,7 @@ class Commits:
         return version if same else None
 
 
-def latest_readable(client: redis.Redis, keys: Keys) -> tuple[Snapshot, SnapshotMeta] | None:
+def latest_readable(client: RedisClient, keys: Keys) -> tuple[Snapshot, SnapshotMeta] | None:
     """The latest snapshot, else the newest readable older one; None only for a new model."""
     latest = latest_version(client, keys)
     if latest is None:

@@ -17,8 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import redis
-
+from digitstream.connections import RedisClient
 from digitstream.store import LeaseLost
 
 if TYPE_CHECKING:
@@ -55,7 +54,7 @@ class Claim(enum.IntEnum):
 class Lease:
     """The lease of one model for the worker identified by ``token``."""
 
-    def __init__(self, client: redis.Redis, key: str, token: str, ttl: float) -> None:
+    def __init__(self, client: RedisClient, key: str, token: str, ttl: float) -> None:
         self.client = client
         self.key = key
         self.token = token

@@ -31,8 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
+from digitstream.connections import RedisClient
 from digitstream.contracts import WorkerState, WorkerStatus
 from digitstream.learner import DeltaRuleLearner, LearnerState
 from digitstream.protocol import DecodedBatch, decode_entries
@@ -67,7 +66,7 @@ class Worker:
     final snapshot written.
     """
 
-    def __init__(self, settings: Settings, client: redis.Redis, *, worker_id: str | None = None) -> None:
+    def __init__(self, settings: Settings, client: RedisClient, *, worker_id: str | None = None) -> None:
         self.settings = settings
         self.client = client
         self.keys = settings.keys

@@ -1,6 +1,7 @@
 """Redis calls that outlast outages: retried with capped backoff, the outage logged once and its end once.
 
-Only connection errors are retried; wrong credentials (``AuthenticationError``, a ConnectionError
+Only connection errors are retried (and timeouts, and a cluster's CLUSTERDOWN while it fails
+over: ``digitstream.connections.OUTAGE_ERRORS``); wrong credentials (``AuthenticationError``, a ConnectionError
 to redis-py) do not heal by waiting and are raised. The Redis client itself must not retry (see
 ``worker.commit``: a retried snapshot write whose reply was lost would be applied twice).
 """
@@ -14,11 +15,13 @@ from typing import TypeVar
 
 import redis
 
+from digitstream.connections import OUTAGE_ERRORS
+
 T = TypeVar("T")
 
 log = logging.getLogger("digitstream.worker")
 
-CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+CONNECTION_ERRORS = OUTAGE_ERRORS
 BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0
 SHUTDOWN_PATIENCE = 5.0  # seconds a stopping worker keeps retrying Redis to write its final snapshot

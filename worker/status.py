@@ -22,6 +22,7 @@ import time
 
 import redis
 
+from digitstream.connections import RedisClient
 from digitstream.contracts import Fault, MetricsReport, WorkerState, WorkerStatus
 from digitstream.settings import Settings
 
@@ -49,7 +50,7 @@ class Health:
     """A worker's measures and faults since it loaded its snapshot, and the status key that reports them."""
 
     def __init__(
-        self, settings: Settings, client: redis.Redis, retry: RedisRetry, faults: tuple[Fault, ...] = (),
+        self, settings: Settings, client: RedisClient, retry: RedisRetry, faults: tuple[Fault, ...] = (),
         samples_learned: int = 0,
     ) -> None:  # fmt: skip
         self.keys = settings.keys

@@ -22,7 +22,7 @@ from digitstream.clients.prediction import (
     ServiceUnavailable,
     ServiceUnreachable,
 )
-from digitstream.connections import client_client
+from digitstream.connections import RedisClient, client_client
 from digitstream.settings import Settings, SettingsError, load_settings, redact, redis_url
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,7 +51,7 @@ def settings_for(**overrides: Any) -> Settings:
         raise InputError(str(exc)) from None
 
 
-def connect_redis(settings: Settings) -> redis.Redis:
+def connect_redis(settings: Settings) -> RedisClient:
     """A checked connection (PING) to the settings' Redis; unreachable exits 1 naming the URL."""
     url = redis_url(settings)
     try:
