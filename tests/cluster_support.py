@@ -140,14 +140,16 @@ class Node:
 
     @contextlib.contextmanager
     def stalled(self, seconds: float) -> Iterator[None]:
-        """Keep the node busy for ``seconds`` (a Lua loop): it reads no other command meanwhile.
+        """Keep the node busy for ``seconds`` (a read-only Lua loop): it reads no other command meanwhile.
 
         A command sent then runs when the stall ends, after its client may have timed out: the
         "did my write land?" case. (``CLIENT PAUSE`` would not do: a paused command whose client
-        disconnects is dropped, never run.) Must stay under the busy-script threshold (5 s).
+        disconnects is dropped, never run.) On a replica, it holds back its acknowledgements.
+        Must stay under the busy-script threshold (5 s).
         """
         client = self.client(socket_timeout=seconds + 10)
-        thread = threading.Thread(target=client.eval, args=(_BUSY_LOOP, 0, round(seconds * 1e6)), daemon=True)
+        args = ("EVAL_RO", _BUSY_LOOP, 0, round(seconds * 1e6))  # read-only: allowed on a replica too
+        thread = threading.Thread(target=client.execute_command, args=args, daemon=True)
         thread.start()
         try:
             time.sleep(0.1)  # the loop has started

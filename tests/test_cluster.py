@@ -184,6 +184,27 @@ def test_the_worker_client_never_sends_a_snapshot_twice(cluster: LocalCluster, d
         client.close()
 
 
+def test_wait_after_a_write_answers_for_the_master_of_the_written_key(cluster: LocalCluster) -> None:
+    """For the durable mode: WAIT sent to the written key's master, on the writer's connection, tells the truth.
+
+    (Without ``target_nodes``, redis-py sends WAIT to other nodes, or other connections, which have
+    nothing to wait for and answer at once that the replica has everything: see docs/cluster.md.)
+    """
+    client = client_client(load_settings(redis_url=cluster.url))
+    key = "{durable}:x"
+    [replica] = cluster.replicas_of(cluster.master_of(key))
+    try:
+        with replica.stalled(1.5):  # the replica acknowledges nothing meanwhile
+            client.set(key, "targeted")
+            assert client.execute_command("WAIT", 1, 300, target_nodes=client.get_node_from_key(key)) == 0
+        assert client.execute_command("WAIT", 1, 5000, target_nodes=client.get_node_from_key(key)) == 1
+        with replica.client() as direct:
+            direct.execute_command("READONLY")  # a replica answers reads of its slots only then
+            assert direct.get(key) == b"targeted"
+    finally:
+        client.close()
+
+
 def test_an_unreachable_cluster_is_a_connection_error_with_the_url(cluster: LocalCluster) -> None:
     url = f"redis+cluster://:s3cret@127.0.0.1:{free_port()}"
     with pytest.raises(ClusterUnreachable) as error:
