@@ -374,7 +374,7 @@ def test_the_command_line_learns_and_serves_on_a_cluster(cluster_url: str, tmp_p
     env = cli_env(DIGITSTREAM_REDIS_URL=cluster_url)
     assert run_cli("publish", "../shared/data/mnist", "--limit", "2000", env=env).returncode == 0
     worker = WorkerProcess(tmp_path / "worker.log", "--burst", env=env)
-    assert worker.wait(120) == 0, worker.log()[-2000:]
+    assert worker.wait(120) == 0, worker.log_path.read_text(errors="replace")[-2000:]
     client = client_client(load_settings(redis_url=cluster_url))
     try:
         snapshot = read_snapshot(client, load_settings().keys)
