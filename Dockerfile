@@ -44,11 +44,13 @@ RUN /opt/build/bin/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir 
 
 FROM build-base AS api-venv
 ARG PIP_INDEX_URL
+# Pruned in the same step: what is deleted is never written to a layer (the classic builder is slow to write).
 RUN python3 -m venv /opt/venv \
-    && /opt/build-tools/install-locked /opt/venv -r /opt/requirements/api.txt
+    && /opt/build-tools/install-locked /opt/venv -r /opt/requirements/api.txt \
+    && /opt/venv/bin/python /opt/build-tools/prune.py --in-image --libraries /opt/venv/lib
 COPY --from=wheel /dist/ /tmp/dist/
 RUN /opt/venv/bin/python -m pip install --quiet --no-deps --no-index /tmp/dist/*.whl \
-    && /opt/venv/bin/python /opt/build-tools/prune.py --in-image --site-packages /opt/venv/lib
+    && /opt/venv/bin/python /opt/build-tools/prune.py --in-image --build-tools
 
 # -- what every final image shares --------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime
@@ -60,7 +62,7 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     PYTHONDONTWRITEBYTECODE=1
 COPY docker/build/prune.py /tmp/prune.py
 # The base interpreter's own pip (python images have one) goes too: nothing can install into these images.
-RUN python3 /tmp/prune.py --in-image && rm /tmp/prune.py \
+RUN python3 /tmp/prune.py --in-image --build-tools && rm /tmp/prune.py \
     && useradd --system --uid "${APP_UID}" --user-group --create-home --home-dir /var/lib/digitstream \
         --shell /usr/sbin/nologin digitstream \
     && install -d -o digitstream -g digitstream /etc/digitstream/redis
@@ -81,11 +83,13 @@ CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
 # -- the worker -----------------------------------------------------------------------------------------------
 FROM build-base AS worker-venv
 ARG PIP_INDEX_URL
+# Pruned in the same step: what is deleted is never written to a layer (the classic builder is slow to write).
 RUN python3 -m venv /opt/venv \
-    && /opt/build-tools/install-locked /opt/venv -r /opt/requirements/worker.txt
+    && /opt/build-tools/install-locked /opt/venv -r /opt/requirements/worker.txt \
+    && /opt/venv/bin/python /opt/build-tools/prune.py --in-image --libraries /opt/venv/lib
 COPY --from=wheel /dist/ /tmp/dist/
 RUN /opt/venv/bin/python -m pip install --quiet --no-deps --no-index /tmp/dist/*.whl \
-    && /opt/venv/bin/python /opt/build-tools/prune.py --in-image --site-packages /opt/venv/lib
+    && /opt/venv/bin/python /opt/build-tools/prune.py --in-image --build-tools
 
 FROM runtime AS worker
 # numba caches the learner's compiled kernels in NUMBA_CACHE_DIR, which must be writable (a tmpfs under a

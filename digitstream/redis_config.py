@@ -65,20 +65,26 @@ class Selector:
 
 
 def pin_key(keys: Keys) -> str:
-    """The service's pinned-version key (``<model>:service:pinned``)."""
-    return f"{keys.model}:service:pinned"
+    """The service's pinned-version key: ``Keys.pin`` where the layout has it, else ``<model>:service:pinned``."""
+    pin = getattr(keys, "pin", None)
+    return pin if isinstance(pin, str) else f"{keys.model}:service:pinned"
 
 
 def role_selectors(keys: Keys) -> dict[str, list[Selector]]:
-    """The permissions of each role user for one model's keys (admin is ``+@all`` on everything)."""
+    """The permissions of each role user for one model's keys (admin is ``+@all`` on everything).
+
+    Every pattern is built from a ``Keys`` name (exact keys where there is one key, ``*`` only for the
+    snapshot versions and the predictions), so a new layout, e.g. with a ``{model}`` hash tag for
+    Redis Cluster, changes the rules with it.
+    """
     snapshots = f"{keys.snapshot_prefix}*"  # latest, versions and every snapshot hash
-    worker_keys = f"{keys.model}:worker:*"  # lease, status
+    predictions = keys.prediction("*")
     return {
         "worker": [
             Selector(
                 f"{_CONNECTION} {_SCRIPTS} +xread +xrange +xrevrange +xlen +xinfo|stream +xtrim +xadd "
                 "+get +set +del +pexpire +hget +hgetall +hset +zadd +zrange +zcard +zremrangebyrank +publish",
-                keys=(f"~{keys.samples}", f"~{keys.deadletter}", f"~{snapshots}", f"~{worker_keys}"),
+                keys=tuple(f"~{key}" for key in (keys.samples, keys.deadletter, snapshots, keys.lease, keys.worker_status)),
                 channels=(keys.snapshot_events,),
             ),
         ],
@@ -86,15 +92,15 @@ def role_selectors(keys: Keys) -> dict[str, list[Selector]]:
             # Read the served model: latest + pin + worker status in one MGET, snapshot hashes, versions.
             Selector(
                 f"{_CONNECTION} +get +mget +hget +hgetall +zrange +zscore +subscribe +unsubscribe",
-                keys=(f"%R~{snapshots}", f"%R~{worker_keys}", f"%R~{pin_key(keys)}"),
+                keys=(f"%R~{snapshots}", f"%R~{keys.worker_status}", f"%R~{pin_key(keys)}"),
                 channels=(keys.snapshot_events,),
             ),
             # Feedback and POST /samples: XADD only, in MULTI/EXEC (all or none).
             Selector("+xadd +multi +exec +discard", keys=(f"%W~{keys.samples}",)),
             # Pin and unpin: the only key it may delete.
             Selector("+set +del", keys=(f"~{pin_key(keys)}",)),
-            # Predictions kept for feedback: written by a script in chunks, read back by id.
-            Selector(f"+get +set +getdel {_SCRIPTS}", keys=(f"~{keys.model}:prediction:*",)),
+            # Predictions kept for feedback: written by a script in chunks, read back (once) by id.
+            Selector(f"+get +set +getdel {_SCRIPTS}", keys=(f"~{predictions}",)),
         ],
         "publisher": [
             Selector(f"{_CONNECTION} +xadd +multi +exec +discard", keys=(f"%W~{keys.samples}",)),

@@ -30,6 +30,7 @@ from digitstream.clients.publisher import Publisher, PublishProgress
 from digitstream.learner import DeltaRuleLearner, HyperParameters
 from digitstream.protocol import MAX_ENTRY_BYTES, Keys
 from digitstream.redis_config import redis_conf
+from digitstream.settings import Settings
 from tests.docker import images
 from tests.docker.compose import COMPOSE_FILE, ComposeProject, compose_command, free_port_range
 from tests.docker.images import REPO, HarnessUnavailable, run
@@ -129,6 +130,14 @@ def test_example_env_file_documents_every_variable_the_compose_file_reads() -> N
 
 ROLES = ("admin", "worker", "api", "publisher")
 ROLE_PASSWORDS = {f"REDIS_{role.upper()}_PASSWORD": f"{role}-{'x' * 24}" for role in ROLES}
+
+
+def test_the_compose_file_passes_every_setting_through() -> None:
+    """Each setting reaches the containers from .env, except those the compose file sets itself."""
+    set_by_compose = {"redis_url", "host", "port", "url"}  # per-role URLs; the API's address; the CLI's target
+    passed = set(re.findall(r"^\s+DIGITSTREAM_([A-Z_]+):", COMPOSE_FILE.read_text(), re.MULTILINE))
+    wanted = {name.upper() for name in Settings.model_fields} - {name.upper() for name in set_by_compose}
+    assert wanted <= passed, f"not passed through: {sorted(wanted - passed)}"
 
 
 def config_services(compose_tool: list[str], env_file: Path) -> dict[str, Any]:

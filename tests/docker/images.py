@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -377,12 +378,41 @@ def build_role_images(base_image: str, runtime_image: str, timings: Timings, log
             with timings.step(f"docker build --target {target} {tag} ({count} wheels, offline)"):
                 args = ["--build-arg", f"BASE_IMAGE={runtime_image}", "--build-arg", f"BUILD_IMAGE={base_image}"]
                 argv = ["docker", "build", "--force-rm", *args, "--target", target, "--tag", tag, REPO]
-                run(argv, timeout=1200, log=log_dir / f"{target}-image.log")
+                slowest = docker_build(argv, timeout=1800, log=log_dir / f"{target}-image.log")
+            timings.note(f"slowest steps of {target}: " + "; ".join(f"{s:.0f} s {step}" for s, step in slowest))
             tags[target] = tag
     finally:
         for wheel in CONTEXT_WHEELS.glob("*.whl"):
             wheel.unlink()
     return tags
+
+
+def docker_build(argv: list[str | Path], *, timeout: float, log: Path) -> list[tuple[float, str]]:
+    """Run ``docker build``, logging each line with the seconds since the start; the 3 slowest steps."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    steps: list[tuple[float, str]] = []  # (start, "Step n/m : ...")
+    with log.open("a") as out, subprocess.Popen(
+        [str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL
+    ) as process:
+        out.write(f"$ {' '.join(map(str, argv))}\n")
+        assert process.stdout is not None
+        tail: list[str] = []
+        for line in process.stdout:
+            elapsed = time.monotonic() - started
+            out.write(f"[{elapsed:7.1f}] {line}")
+            tail = [*tail[-60:], line]
+            if line.startswith("Step "):
+                steps.append((elapsed, line.strip()[:100]))
+            if elapsed > timeout:
+                process.kill()
+                raise CommandFailed(f"{' '.join(map(str, argv))} did not finish in {timeout:.0f} s")
+        code = process.wait()
+    if code != 0:
+        raise CommandFailed(f"{' '.join(map(str, argv))} exited {code}:\n{''.join(tail)[-3000:]}")
+    ends = [start for start, _ in steps[1:]] + [time.monotonic() - started]
+    durations = [(end - start, step) for (start, step), end in zip(steps, ends, strict=True)]
+    return sorted(durations, reverse=True)[:3]
 
 
 def image_size_mb(tag: str) -> float:
