@@ -79,12 +79,13 @@ def role_selectors(keys: Keys) -> dict[str, list[Selector]]:
     """
     snapshots = f"{keys.snapshot_prefix}*"  # latest, versions and every snapshot hash
     predictions = keys.prediction("*")
+    worker_keys = (keys.samples, keys.deadletter, snapshots, keys.lease, keys.worker_status)
     return {
         "worker": [
             Selector(
                 f"{_CONNECTION} {_SCRIPTS} +xread +xrange +xrevrange +xlen +xinfo|stream +xtrim +xadd "
                 "+get +set +del +pexpire +hget +hgetall +hset +zadd +zrange +zcard +zremrangebyrank +publish",
-                keys=tuple(f"~{key}" for key in (keys.samples, keys.deadletter, snapshots, keys.lease, keys.worker_status)),
+                keys=tuple(f"~{key}" for key in worker_keys),
                 channels=(keys.snapshot_events,),
             ),
         ],
