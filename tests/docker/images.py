@@ -51,6 +51,7 @@ ROLE_IMAGE = "digitstream-{target}:compose-test"
 REDIS_UID = 999  # the official Redis image's redis user, which docker-compose.yml runs redis-server as
 # Bump when the base recipe changes in a way the hashed fields below do not capture.
 BASE_RECIPE_VERSION = 2
+RUNTIME_RECIPE_VERSION = 2
 # As Debian's -slim images (which the python:3.11-slim base builds on) leave out: documentation and translations.
 TRIMMED = ("var/cache/apt", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale")
 IMPORT_CHANGES = (
@@ -252,7 +253,7 @@ def _import(tarball: Path, tag: str, log: Path) -> None:
 
 def build_runtime_image(base: str, timings: Timings, log_dir: Path) -> str:
     """The base without its build-only packages, flattened into one layer (cached like the base)."""
-    tag = f"{RUNTIME_REPOSITORY}:{short_hash(base, BUILD_ONLY_PACKAGES)}"
+    tag = f"{RUNTIME_REPOSITORY}:{short_hash(base, BUILD_ONLY_PACKAGES, RUNTIME_RECIPE_VERSION)}"
     if image_exists(tag):
         timings.note(f"runtime image {tag}: already in the engine")
         return tag
@@ -261,14 +262,24 @@ def build_runtime_image(base: str, timings: Timings, log_dir: Path) -> str:
     if not tarball.exists():
         with timings.step(f"runtime base: {base} without {' '.join(BUILD_ONLY_PACKAGES)}"):
             name = f"digitstream-runtime-{os.getpid()}"
+            # debootstrap marks every package it installs as manual, so apt's autoremove would keep the
+            # build-only packages' dependencies: mark all automatic but the required and essential ones,
+            # apt, python3 and ca-certificates (a minbase with python3), then purge.
+            keep = (
+                "$(dpkg-query -Wf '${Package} ${Priority} ${Essential}\\n'"
+                " | awk '$2==\"required\" || $3==\"yes\" {print $1}')"
+            )
             purge = (
-                f"DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq --auto-remove {' '.join(BUILD_ONLY_PACKAGES)}"
+                "apt-mark auto $(apt-mark showmanual) >/dev/null"
+                f" && apt-mark manual {keep} apt python3 ca-certificates >/dev/null"
+                f" && DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq --auto-remove {' '.join(BUILD_ONLY_PACKAGES)}"
                 " && rm -rf /data /var/lib/redis /var/log/redis /etc/redis /usr/share/python-wheels"
                 " /var/cache/apt/* /var/lib/apt/lists/* /var/log/*.log /var/log/apt/*"
                 " && mkdir -p /var/cache/apt/archives/partial /var/lib/apt/lists/partial"
             )
-            run(["docker", "run", "--name", name, "--network", "none", base, "sh", "-c", purge], timeout=300, log=log)
             try:
+                argv = ["docker", "run", "--name", name, "--network", "none", base, "sh", "-c", purge]
+                run(argv, timeout=300, log=log)
                 partial = tarball.with_suffix(".tar.part")
                 run(["docker", "export", "--output", partial, name], timeout=300, log=log)
                 partial.rename(tarball)
