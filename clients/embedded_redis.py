@@ -79,6 +79,7 @@ class RedisServer:
         *,
         port: int | None = None,
         password: str | None = None,
+        username: str | None = None,
         appendonly: bool = True,
         binary: Path | None = None,
         extra_args: tuple[str, ...] = (),
@@ -87,6 +88,9 @@ class RedisServer:
         self.directory = Path(directory)
         self.port = port or free_port()
         self.password = password
+        # With a username, the user and its password come from the server's own ACL (e.g. an --aclfile in
+        # extra_args) and are only used to connect; without one, the password is the default user's.
+        self.username = username
         self.appendonly = appendonly
         self.binary = binary or find_redis_server()
         self.extra_args = extra_args
@@ -95,7 +99,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
+        auth = f"{self.username or ''}:{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
@@ -111,7 +115,7 @@ class RedisServer:
             "--daemonize", "no",
             "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip
-        if self.password:
+        if self.password and not self.username:
             args += ["--requirepass", self.password]
         args += list(self.extra_args)
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, **self.popen_options)

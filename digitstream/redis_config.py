@@ -9,8 +9,12 @@ from :class:`digitstream.protocol.Keys`, so a change of the key layout is made h
 - ``publisher``: XADDs samples, nothing else;
 - ``admin``: everything (the operator's ``digitstream status``, resets, ``redis-cli``).
 
-The ``default`` user (no password) may only PING, for health checks. Passwords are stored as SHA-256
-hashes, and reach redis-server through the ACL file, never its command line. In docker-compose.yml a
+The ``health`` user (no password) may only PING, for health checks. The ``default`` user, which every
+connection is until it authenticates, is disabled: unauthenticated clients can run nothing. (It keeps
+every right, unusable while disabled, because Redis 7.0 replays the append-only file's MULTI/EXEC blocks
+with the default user's rights: restricted, it would refuse them and lose data at every restart.)
+Passwords are stored as SHA-256 hashes, and reach redis-server through the ACL file, never its command
+line. In docker-compose.yml a
 one-shot ``redis-config`` service runs this module before Redis starts::
 
     python -m digitstream.redis_config --out DIR    # DIR/redis.conf and DIR/users.acl, from the environment
@@ -26,6 +30,7 @@ import argparse
 import hashlib
 import os
 import re
+import secrets
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -138,10 +143,12 @@ def check_passwords(passwords: Mapping[str, str | None]) -> dict[str, str]:
 
 
 def acl_file(keys: Keys, passwords: Mapping[str, str | None]) -> str:
-    """The ACL file: the ``default`` user limited to PING, admin, and one user per role."""
+    """The ACL file: ``default`` disabled, ``health`` limited to PING, admin, and one user per role."""
     checked = check_passwords(passwords)
+    unknowable = password_hash(secrets.token_hex(32))  # should default ever be switched on: no way in
     lines = [  # an ACL file has no comments: redis.conf says where it comes from
-        "user default on nopass resetkeys resetchannels -@all +ping",
+        f"user default off #{unknowable} ~* &* +@all",
+        "user health on nopass resetkeys resetchannels -@all +ping",
         f"user admin on #{password_hash(checked['admin'])} ~* &* +@all",
     ]
     for role, selectors in role_selectors(keys).items():
@@ -215,7 +222,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ)
         partial.write_text(text)
         partial.chmod(0o644)  # redis-server runs as another user; the ACL holds hashes only
         partial.replace(args.out / name)
-    print(f"wrote {args.out / 'redis.conf'} and {args.out / 'users.acl'} (users: default, {', '.join(ROLES)})")
+    print(f"wrote {args.out / 'redis.conf'} and {args.out / 'users.acl'} (users: health, {', '.join(ROLES)})")
     return 0
 
 

@@ -2,9 +2,10 @@
 
 Each role does its whole job as its own user (a real worker learns, a real service serves, pins and
 takes feedback, the publisher publishes) without one refused command, and nothing beyond it: the API
-user cannot delete or overwrite a snapshot, read or trim the stream; the publisher can only XADD; the
-default user can only PING. Redis 6 has no selectors, so these tests need Redis 7 (scripts/test installs
-Debian's redis-server; they skip, saying so, where none is found).
+user cannot delete or overwrite a snapshot, read or trim the stream; the publisher can only XADD; an
+unauthenticated client can run nothing, the health user only PING. And what they wrote survives a
+restart of Redis from its append-only file. Redis 6 has no selectors, so these tests need Redis 7
+(scripts/test installs Debian's redis-server; they skip, saying so, where none is found).
 """
 
 
@@ -79,9 +80,8 @@ def acl_redis(redis7: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     # The generated conf as it is, except where the test server listens (the harness's own port, loopback).
     conf = "\n".join(line for line in conf.splitlines() if not line.startswith(("bind", "port")))
     (directory / "redis.conf").write_text(conf + "\n")
-    server = RedisServer(
-        directory, binary=redis7, appendonly=False, extra_args=("--include", str(directory / "redis.conf"))
-    )
+    server = RedisServer(directory, binary=redis7, username="health", password="-",
+                         extra_args=("--include", str(directory / "redis.conf")))  # fmt: skip
     with server:
         yield AclRedis(server, passwords)
 
@@ -116,13 +116,22 @@ def a_snapshot(admin: redis.Redis) -> int:
 # -- what each user must not do -----------------------------------------------------------------------------
 
 
-def test_the_default_user_may_only_ping(clean: AclRedis) -> None:
+def test_an_unauthenticated_client_can_run_nothing_and_the_health_user_only_ping(clean: AclRedis) -> None:
     anonymous = redis.Redis(port=clean.server.port)
-    assert anonymous.ping()
-    for call in (lambda: anonymous.get(KEYS.snapshot_latest), lambda: anonymous.xadd(KEYS.samples, {"a": "b"}),
-                 lambda: anonymous.keys("*"), lambda: anonymous.config_get("*")):  # fmt: skip
-        assert refused(call)
+    health = redis.Redis(port=clean.server.port, username="health", password="anything")
+    assert health.ping()
+    calls = [
+        *(lambda c=c: c.get(KEYS.snapshot_latest) for c in (anonymous, health)),
+        *(lambda c=c: c.xadd(KEYS.samples, {"a": "b"}) for c in (anonymous, health)),
+        *(lambda c=c: c.keys("*") for c in (anonymous, health)),
+        *(lambda c=c: c.config_get("*") for c in (anonymous, health)),
+        lambda: anonymous.ping(),
+    ]
+    for call in calls:
+        with pytest.raises((redis.exceptions.NoPermissionError, redis.exceptions.AuthenticationError)):
+            call()
     anonymous.close()
+    health.close()
 
 
 def test_the_api_user_cannot_delete_or_overwrite_a_snapshot_nor_read_or_trim_the_stream(clean: AclRedis) -> None:
@@ -256,5 +265,14 @@ def test_worker_service_and_publisher_do_their_jobs_as_their_own_users_with_no_r
         client.close()
     admin = clean.client("admin")
     refusals = admin.acl_log()
-    admin.close()
     assert refusals == [], f"commands refused to a role during its normal work: {refusals}"
+    # Everything the roles wrote (scripts and MULTI/EXEC blocks among it) comes back from the append-only
+    # file: with the ACL file in force, Redis replays it whole.
+    before = (admin.get(KEYS.snapshot_latest), admin.xlen(KEYS.samples), admin.zrange(KEYS.snapshot_versions, 0, -1))
+    admin.close()
+    clean.server.stop()
+    clean.server.start()
+    admin = clean.client("admin")
+    after = (admin.get(KEYS.snapshot_latest), admin.xlen(KEYS.samples), admin.zrange(KEYS.snapshot_versions, 0, -1))
+    admin.close()
+    assert after == before and before[1] == 2002, (before, after)
