@@ -551,7 +551,7 @@ def assert_roles_kept_to_their_rights(stack: Stack, keys: Keys) -> None:
         assert admin.exists(keys.snapshot(latest)) and admin.xlen(keys.samples) == FIRST + SECOND + JOB
         # The passwords reach redis-server through its config files: not its command line, not its environment.
         redis_container = stack.compose.container("redis")
-        processes = run(["docker", "top", redis_container, "-o", "args"], timeout=60).stdout
+        processes = run(["docker", "top", redis_container, "-o", "pid,args"], timeout=60).stdout
         inspected = run(["docker", "inspect", "--format", "{{json .Config.Env}}", redis_container], timeout=60).stdout
         for password in stack.passwords.values():
             assert password not in processes and password not in inspected
