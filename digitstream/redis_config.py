@@ -47,6 +47,7 @@ _URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")
 # an ACL file naming an unknown command is refused whole.)
 _CONNECTION = "+ping +hello +select +reset +quit +client|setname +client|getname +client|id"
 _SCRIPTS = "+eval +evalsha +script|load +script|exists"
+_SUBSCRIBE = "+subscribe +unsubscribe +ssubscribe +sunsubscribe"  # sharded pub/sub on a cluster
 # The conf keeps a stream entry (MAX_ENTRY_BYTES, 16 KiB) and the largest snapshot array of any learner
 # far inside one bulk string, and stops a single oversized write (the default allows 512 MB).
 PROTO_MAX_BULK_LEN = "16mb"
@@ -69,12 +70,6 @@ class Selector:
         return " ".join([*self.keys, *channels, self.commands])
 
 
-def pin_key(keys: Keys) -> str:
-    """The service's pinned-version key: ``Keys.pin`` where the layout has it, else ``<model>:service:pinned``."""
-    pin = getattr(keys, "pin", None)
-    return pin if isinstance(pin, str) else f"{keys.model}:service:pinned"
-
-
 def role_selectors(keys: Keys) -> dict[str, list[Selector]]:
     """The permissions of each role user for one model's keys (admin is ``+@all`` on everything).
 
@@ -89,22 +84,23 @@ def role_selectors(keys: Keys) -> dict[str, list[Selector]]:
         "worker": [
             Selector(
                 f"{_CONNECTION} {_SCRIPTS} +xread +xrange +xrevrange +xlen +xinfo|stream +xtrim +xadd "
-                "+get +set +del +pexpire +hget +hgetall +hset +zadd +zrange +zcard +zremrangebyrank +publish",
+                "+get +set +del +pexpire +hget +hgetall +hset +zadd +zrange +zcard +zremrangebyrank +publish +spublish",
                 keys=tuple(f"~{key}" for key in worker_keys),
                 channels=(keys.snapshot_events,),
             ),
         ],
         "api": [
-            # Read the served model: latest + pin + worker status in one MGET, snapshot hashes, versions.
+            # Read the served model: latest + pin + worker status in one MGET, snapshot hashes, versions; the
+            # snapshot events (sharded pub/sub on a cluster).
             Selector(
-                f"{_CONNECTION} +get +mget +hget +hgetall +zrange +zscore +subscribe +unsubscribe",
-                keys=(f"%R~{snapshots}", f"%R~{keys.worker_status}", f"%R~{pin_key(keys)}"),
+                f"{_CONNECTION} +get +mget +hget +hgetall +zrange +zscore {_SUBSCRIBE}",
+                keys=(f"%R~{snapshots}", f"%R~{keys.worker_status}", f"%R~{keys.pinned}"),
                 channels=(keys.snapshot_events,),
             ),
             # Feedback and POST /samples: XADD only, in MULTI/EXEC (all or none).
             Selector("+xadd +multi +exec +discard", keys=(f"%W~{keys.samples}",)),
             # Pin and unpin: the only key it may delete.
-            Selector("+set +del", keys=(f"~{pin_key(keys)}",)),
+            Selector("+set +del", keys=(f"~{keys.pinned}",)),
             # Predictions kept for feedback: written by a script in chunks, read back (once) by id.
             Selector(f"+get +set +getdel {_SCRIPTS}", keys=(f"~{predictions}",)),
         ],

@@ -32,7 +32,7 @@ from digitstream.clients.publisher import Publisher
 from digitstream.connections import worker_client
 from digitstream.learner import DeltaRuleLearner, HyperParameters
 from digitstream.protocol import Keys, encode_sample
-from digitstream.redis_config import ROLES, RedisConfigError, acl_file, check_passwords, pin_key, redis_conf
+from digitstream.redis_config import ROLES, RedisConfigError, acl_file, check_passwords, redis_conf
 from digitstream.settings import Settings, load_settings
 from digitstream.snapshot import snapshot_of
 from digitstream.store import write_snapshot
@@ -168,8 +168,8 @@ def test_the_api_user_cannot_delete_or_overwrite_a_snapshot_nor_read_or_trim_the
     assert admin.xlen(KEYS.samples) == 1
     assert int(api.get(KEYS.snapshot_latest)) == version  # type: ignore[arg-type]
     assert api.hget(KEYS.snapshot(version), "meta")
-    api.set(pin_key(KEYS), version)
-    api.delete(pin_key(KEYS))
+    api.set(KEYS.pinned, version)
+    api.delete(KEYS.pinned)
     assert api.xadd(KEYS.samples, encode_sample(np.zeros(784, np.uint8), 4))  # type: ignore[arg-type]
     api.close()
     admin.close()
@@ -177,7 +177,7 @@ def test_the_api_user_cannot_delete_or_overwrite_a_snapshot_nor_read_or_trim_the
 
 def test_the_worker_user_cannot_touch_the_pin_predictions_or_the_server(clean: AclRedis) -> None:
     worker = clean.client("worker")
-    for call in (lambda: worker.set(pin_key(KEYS), 1), lambda: worker.get(KEYS.prediction("0" * 32)),
+    for call in (lambda: worker.set(KEYS.pinned, 1), lambda: worker.get(KEYS.prediction("0" * 32)),
                  lambda: worker.flushall(), lambda: worker.config_set("appendonly", "no"),
                  lambda: worker.get("other:snapshot:latest"), lambda: worker.acl_list()):  # fmt: skip
         assert refused(call)
