@@ -12,6 +12,7 @@ Exit codes: 0 success, 1 runtime failure (e.g. unreachable service), 2 usage or 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from importlib.metadata import entry_points
 
 import click
@@ -104,29 +105,41 @@ class LazyGroup(click.Group):
         target = self._targets().get(cmd_name)
         if target is None:
             return None
+        missing = next((m for m in NEEDS.get(cmd_name, ()) if importlib.util.find_spec(m) is None), None)
+        if missing is not None:
+            return _missing_extra(cmd_name, missing)
         module_name, _, attr = target.partition(":")
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name and module_name.startswith(exc.name):
                 return None  # a command not built yet
-            return _missing_extra(cmd_name, exc)
+            return _missing_extra(cmd_name, exc.name or "a module")
         command = getattr(module, attr)
         assert isinstance(command, click.Command)
         return command
 
 
 EXTRAS = {"worker": "worker", "serve": "serve", "bench": "bench", "demo": "demo"}
+# What each of those commands needs beyond the base install, looked up (find_spec imports nothing) before
+# the command is loaded: a command may import it only once it runs, and must name its extra, not fail
+# half-way with a traceback.
+NEEDS = {
+    "worker": ("numba", "river"),
+    "serve": ("fastapi", "uvicorn"),
+    "demo": ("numba", "river", "fastapi", "uvicorn"),
+    "bench": ("matplotlib", "numba", "fastapi"),
+}
 
 
-def _missing_extra(name: str, exc: ModuleNotFoundError) -> click.Command:
+def _missing_extra(name: str, module: str) -> click.Command:
     """A stand-in for a command whose role is not installed: it says which extra to install."""
     extra = EXTRAS.get(name, "all")
 
     @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
     def unavailable() -> None:
         raise click.ClickException(
-            f"`digitstream {name}` needs {exc.name!r}, which is not installed: pip install 'digitstream[{extra}]'"
+            f"`digitstream {name}` needs {module!r}, which is not installed: pip install 'digitstream[{extra}]'"
         )
 
     unavailable.help = f"(not installed: pip install 'digitstream[{extra}]')"

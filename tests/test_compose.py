@@ -1,13 +1,15 @@
 """The docker-compose deployment, built and run for real on this machine's Docker engine (no registry needed).
 
-The harness (tests/docker/) builds a Debian base image with debootstrap, the project image on it from
-a wheelhouse made on the host, and runs docker-compose.yml with an env file and a generated override.
+The harness (tests/docker/) builds a Debian base image with debootstrap (and a runtime base from it), the
+role images (Dockerfile targets api and worker) on them from a wheelhouse of the lock files made on the
+host, and runs the hardened docker-compose.yml with an env file and a generated override.
 Tests marked ``docker`` skip, saying why, where no Docker engine answers or debootstrap can't be had.
 Step timings are printed live and kept in test-artifacts/docker/timings.txt.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import subprocess
@@ -26,7 +28,9 @@ import yaml
 
 from digitstream.clients.publisher import Publisher, PublishProgress
 from digitstream.learner import DeltaRuleLearner, HyperParameters
-from digitstream.protocol import Keys
+from digitstream.protocol import MAX_ENTRY_BYTES, Keys
+from digitstream.redis_config import redis_conf
+from digitstream.settings import Settings
 from tests.docker import images
 from tests.docker.compose import COMPOSE_FILE, ComposeProject, compose_command, free_port_range
 from tests.docker.images import REPO, HarnessUnavailable, run
@@ -81,23 +85,29 @@ def docker_engine(compose_tool: list[str]) -> None:
         pytest.skip(f"no Docker engine: {exc}")
 
 
+API_IMAGE_LIMIT_MB = 250  # issue 12: the API image must stay within this
+
+
 @dataclass(frozen=True)
 class BuiltImages:
-    base: str  # debootstrap Debian with python3 and redis-server: BASE_IMAGE and REDIS_IMAGE
-    project: str
+    base: str  # debootstrap Debian with python3, venv, redis-server: BUILD_IMAGE and REDIS_IMAGE
+    runtime: str  # the base without the build-only packages and Redis: BASE_IMAGE
+    api: str
+    worker: str
 
 
 @pytest.fixture(scope="module")
 def built_images(docker_engine: None, timings: Timings) -> BuiltImages:
-    """The base image (cached by recipe hash) and the project image built on it offline, once per run."""
+    """The bases (cached by recipe hash) and the role images built on them offline, once per run."""
     try:
         base = images.build_base_image(timings, ARTIFACTS)
-        project = images.build_project_image(base, timings, ARTIFACTS)
+        runtime = images.build_runtime_image(base, timings, ARTIFACTS)
+        roles = images.build_role_images(base, runtime, timings, ARTIFACTS)
     except HarnessUnavailable as exc:
         pytest.skip(f"cannot build the test images here: {exc}")
-    sizes = f"{base} {images.image_size_mb(base):.0f} MB, {project} {images.image_size_mb(project):.0f} MB"
-    timings.note(f"images: {sizes}")
-    return BuiltImages(base, project)
+    built = BuiltImages(base, runtime, roles["api"], roles["worker"])
+    timings.note("images: " + ", ".join(f"{tag} {images.image_size_mb(tag):.0f} MB" for tag in vars(built).values()))
+    return built
 
 
 def config_of(compose_tool: list[str], env_file: Path) -> subprocess.CompletedProcess[str]:
@@ -118,53 +128,118 @@ def test_example_env_file_documents_every_variable_the_compose_file_reads() -> N
     assert compose_variables() | passed_through <= documented, "add them to .env.example"
 
 
-@pytest.mark.docker
-def test_compose_file_keeps_redis_private_persistent_and_password_protected(compose_tool: list[str]) -> None:
-    result = config_of(compose_tool, ENV_EXAMPLE)
+ROLES = ("admin", "worker", "api", "publisher")
+ROLE_PASSWORDS = {f"REDIS_{role.upper()}_PASSWORD": f"{role}-{'x' * 24}" for role in ROLES}
+
+
+def test_the_compose_file_passes_every_setting_through() -> None:
+    """Each setting reaches the containers from .env, except those the compose file sets itself."""
+    set_by_compose = {"redis_url", "host", "port", "url"}  # per-role URLs; the API's address; the CLI's target
+    passed = set(re.findall(r"^\s+DIGITSTREAM_([A-Z_]+):", COMPOSE_FILE.read_text(), re.MULTILINE))
+    wanted = {name.upper() for name in Settings.model_fields} - {name.upper() for name in set_by_compose}
+    assert wanted <= passed, f"not passed through: {sorted(wanted - passed)}"
+
+
+def config_services(compose_tool: list[str], env_file: Path) -> dict[str, Any]:
+    result = config_of(compose_tool, env_file)
     assert result.returncode == 0, result.stderr
-    services = yaml.safe_load(result.stdout)["services"]
-    redis_service = services["redis"]
-    command = redis_service["command"]
+    services: dict[str, Any] = yaml.safe_load(result.stdout)["services"]
+    return services
+
+
+@pytest.mark.docker
+def test_every_service_is_hardened_and_bounded(compose_tool: list[str]) -> None:
+    services = config_services(compose_tool, ENV_EXAMPLE)
+    assert set(services) == {"redis-config", "redis", "worker", "api", "publisher"}
+    for name, service in services.items():
+        assert service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        assert service["init"] is True, name
+        assert service.get("mem_limit") and service.get("pids_limit"), f"{name}: no memory or pids limit"
+        assert "privileged" not in service and "cap_add" not in service, name
+
+
+@pytest.mark.docker
+def test_each_role_runs_its_own_image_as_its_own_redis_user(compose_tool: list[str]) -> None:
+    services = config_services(compose_tool, ENV_EXAMPLE)
+    assert services["worker"]["image"] == "digitstream-worker:latest"
+    assert services["worker"]["build"]["target"] == "worker"
+    for name in ("api", "publisher", "redis-config"):
+        assert services[name]["image"] == "digitstream-api:latest", name
+        assert services[name]["build"]["target"] == "api", name
+    for role, name in (("worker", "worker"), ("api", "api"), ("publisher", "publisher")):
+        url = services[name]["environment"]["DIGITSTREAM_REDIS_URL"]
+        assert url == f"redis://{role}:change-me-{role}@redis:6379/0", url
+    # The API's key and limits go to the API alone.
+    assert "DIGITSTREAM_API_KEY" not in services["worker"]["environment"]
+    assert "DIGITSTREAM_API_KEY" not in services["redis-config"]["environment"]
+
+
+@pytest.mark.docker
+def test_redis_keeps_its_passwords_off_argv_and_env_and_its_data_private_persistent_unevicted(
+    compose_tool: list[str],
+) -> None:
+    services = config_services(compose_tool, ENV_EXAMPLE)
+    redis_service, config = services["redis"], services["redis-config"]
     assert "ports" not in redis_service
-    assert command[command.index("--appendonly") + 1] == "yes"
-    assert command[command.index("--appendfsync") + 1] == "everysec"
-    assert command[command.index("--requirepass") + 1] == "change-me-to-a-long-random-string"
+    command = " ".join(redis_service["entrypoint"] + redis_service["command"])
+    assert command == "redis-server /etc/digitstream/redis/redis.conf"
+    assert not [v for v in (redis_service.get("environment") or {}).values() if v and "change-me" in str(v)]
+    assert redis_service["user"] != "0" and not str(redis_service["user"]).startswith("root")
+    assert redis_service["depends_on"]["redis-config"]["condition"] == "service_completed_successfully"
     # Compose v1 prints "redis-data:/data:rw", v2 {"source": "redis-data", "target": "/data", ...}
     mounts = [
         (v["source"], v["target"]) if isinstance(v, dict) else tuple(v.split(":")[:2]) for v in redis_service["volumes"]
     ]
-    assert ("redis-data", "/data") in mounts
+    assert ("redis-data", "/data") in mounts and ("redis-config", "/etc/digitstream/redis") in mounts
     assert "redis-cli" in " ".join(redis_service["healthcheck"]["test"])
+    # The configuration job talks to nobody and gets the passwords, which it writes as hashes only.
+    assert config["network_mode"] == "none"
+    assert config["environment"]["REDIS_API_PASSWORD"] == "change-me-api"
     for name in ("worker", "api"):
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
         assert services[name]["restart"] == "unless-stopped"
-        url = services[name]["environment"]["DIGITSTREAM_REDIS_URL"]
-        assert url == "redis://:change-me-to-a-long-random-string@redis:6379/0"
     assert services["worker"]["stop_grace_period"]
     assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
     assert services["publisher"]["profiles"] == ["publish"]
 
 
+def test_the_generated_redis_conf_never_evicts_and_bounds_bulk_strings() -> None:
+    """What the redis-config job writes (digitstream/redis_config.py), for the compose file's Redis."""
+    conf = redis_conf("/etc/digitstream/redis/users.acl")
+    settings = dict(line.split(" ", 1) for line in conf.splitlines() if line and not line.startswith("#"))
+    assert settings["maxmemory-policy"] == "noeviction" and settings["maxmemory"] == "512mb"
+    assert settings["appendonly"] == "yes" and settings["appendfsync"] == "everysec"
+    assert settings["aclfile"] == "/etc/digitstream/redis/users.acl" and "requirepass" not in settings
+    # Large enough for any stream entry (MAX_ENTRY_BYTES) and snapshot array, far below the default 512 MB.
+    assert settings["proto-max-bulk-len"] == "16mb" and MAX_ENTRY_BYTES < 16 * 2**20
+    assert redis_conf("x", appendfsync="always").count("appendfsync always") == 1
+
+
 @pytest.mark.docker
 def test_worker_and_api_point_at_an_existing_redis_through_the_env(compose_tool: list[str], tmp_path: Path) -> None:
     env_file = tmp_path / "external.env"
-    settings = {"REDIS_PASSWORD": "s3cret", "REDIS_SCHEME": "rediss", "REDIS_HOST": "redis.internal",
-                "REDIS_PORT": "6380", "REDIS_DB": "2"}  # fmt: skip
+    settings = {**ROLE_PASSWORDS, "REDIS_SCHEME": "rediss", "REDIS_HOST": "redis.internal", "REDIS_PORT": "6380",
+                "REDIS_DB": "2"}  # fmt: skip
     env_file.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
-    result = config_of(compose_tool, env_file)
-    assert result.returncode == 0, result.stderr
-    services = yaml.safe_load(result.stdout)["services"]
-    for name in ("worker", "api", "publisher"):
-        assert services[name]["environment"]["DIGITSTREAM_REDIS_URL"] == "rediss://:s3cret@redis.internal:6380/2"
+    services = config_services(compose_tool, env_file)
+    for role in ("worker", "api", "publisher"):
+        password = ROLE_PASSWORDS[f"REDIS_{role.upper()}_PASSWORD"]
+        url = f"rediss://{role}:{password}@redis.internal:6380/2"
+        assert services[role]["environment"]["DIGITSTREAM_REDIS_URL"] == url
 
 
 @pytest.mark.docker
-def test_compose_refuses_to_start_without_a_redis_password(compose_tool: list[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("missing", sorted(ROLE_PASSWORDS))
+def test_compose_refuses_to_start_without_each_redis_password(
+    compose_tool: list[str], tmp_path: Path, missing: str
+) -> None:
     env_file = tmp_path / "no-password.env"
-    env_file.write_text("DIGITSTREAM_IMAGE=digitstream:latest\n")
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in ROLE_PASSWORDS.items() if k != missing))
     result = config_of(compose_tool, env_file)
     assert result.returncode != 0
-    assert "REDIS_PASSWORD" in result.stderr
+    assert missing in result.stderr
 
 
 # -- the image ----------------------------------------------------------------------------------------
@@ -176,21 +251,71 @@ def in_image(image: str, script: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.docker
-@pytest.mark.timeout(1200)  # the first test to need the images builds them
-def test_image_runs_as_an_unprivileged_user_without_compilers(built_images: BuiltImages) -> None:
-    result = in_image(built_images.project, "id -u; for c in gcc cc c++ clang make; do command -v $c; done; true")
+@pytest.mark.timeout(2400)  # the first test to need the images builds them
+@pytest.mark.parametrize("role", ["api", "worker"])
+def test_role_images_run_unprivileged_with_no_compiler_and_no_pip(built_images: BuiltImages, role: str) -> None:
+    script = (
+        "id -u; for c in gcc cc c++ clang make strip pip pip3; do command -v $c; done; "
+        "for py in python /usr/bin/python3 /usr/local/bin/python3; do "
+        "[ -x \"$(command -v $py)\" ] && $py -c 'import pip' 2>/dev/null && echo \"pip-importable-by-$py\"; done; "
+        "ls /usr/share/python-wheels /wheels /opt/build-tools 2>/dev/null; true"
+    )
+    result = in_image(getattr(built_images, role), script)
     lines = result.stdout.split()
     assert result.returncode == 0, result.stderr
     assert lines[0] != "0"
-    assert lines[1:] == [], f"compilers or build tools in the image: {lines[1:]}"
+    assert lines[1:] == [], f"build tools in the {role} image: {lines[1:]}"
 
 
 @pytest.mark.docker
-@pytest.mark.timeout(1200)  # the first test to need the images builds them
-def test_image_has_the_worker_api_and_publish_commands(built_images: BuiltImages) -> None:
-    result = run(["docker", "run", "--rm", "--network", "none", built_images.project, "--help"], timeout=120)
-    commands = set(re.findall(r"^  (\S+)", result.stdout, re.MULTILINE))
-    assert {"worker", "serve", "publish"} <= commands, result.stdout
+@pytest.mark.timeout(2400)
+def test_the_api_image_is_small_and_holds_none_of_the_worker_dependencies(
+    built_images: BuiltImages, timings: Timings
+) -> None:
+    modules = ("numba", "llvmlite", "river", "scipy")
+    probe = f"import importlib.util as u; print(sorted(m for m in {modules!r} if u.find_spec(m)))"
+    assert in_image(built_images.api, f'python -c "{probe}"').stdout.strip() == "[]"
+    assert in_image(built_images.worker, f'python -c "{probe}"').stdout.strip() != "[]"
+    size = images.image_size_mb(built_images.api)
+    timings.note(f"API image {size:.0f} MB (limit {API_IMAGE_LIMIT_MB}), worker image "
+                 f"{images.image_size_mb(built_images.worker):.0f} MB")  # fmt: skip
+    assert size <= API_IMAGE_LIMIT_MB
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(2400)
+def test_each_image_runs_its_role_by_default_and_the_cli(built_images: BuiltImages) -> None:
+    for image, role in ((built_images.api, "serve"), (built_images.worker, "worker")):
+        config = run(["docker", "image", "inspect", "--format", "{{json .Config.Cmd}}", image], timeout=60).stdout
+        assert json.loads(config)[0] == role
+        result = run(["docker", "run", "--rm", "--network", "none", image, "--help"], timeout=120)
+        commands = set(re.findall(r"^  (\S+)", result.stdout, re.MULTILINE))
+        assert {role, "publish", "status"} <= commands, result.stdout
+
+
+def env_example() -> dict[str, str]:
+    return dict(re.findall(r"^([A-Z][A-Z0-9_]+)=(.*)$", ENV_EXAMPLE.read_text(), re.MULTILINE))
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(2400)
+def test_the_placeholder_passwords_of_env_example_are_refused_when_the_stack_starts(
+    built_images: BuiltImages, compose_tool: list[str], tmp_path: Path, timings: Timings
+) -> None:
+    env = {**env_example(), "DIGITSTREAM_API_IMAGE": built_images.api, "DIGITSTREAM_WORKER_IMAGE": built_images.worker,
+           "REDIS_IMAGE": built_images.base, "API_PORTS": "{}-{}".format(*free_port_range(10))}  # fmt: skip
+    project = ComposeProject.create(tmp_path / "compose", env, log=timings.note)
+    try:
+        started = project("up", "--detach", "--no-build", "api", timeout=300, check=False)
+        assert started.returncode != 0, "the stack started with the example's passwords"
+        logs = project("logs", "--no-color", "redis-config", timeout=60).stdout
+        assert "REDIS_ADMIN_PASSWORD is still the placeholder of .env.example" in logs, logs
+        for service in ("redis", "worker", "api"):
+            running = project.containers(service, running_only=True)
+            assert running == [], f"{service} runs"
+    finally:
+        project.down()
+        project.force_remove()
 
 
 # -- the deployment, for real -------------------------------------------------------------------------
@@ -274,7 +399,11 @@ def publish(publisher: Publisher, images_: np.ndarray, labels: np.ndarray) -> li
 @dataclass
 class Stack:
     compose: ComposeProject
-    redis_url: str  # Redis as published on the host by the test's override
+    redis_port: int  # Redis as published on the host by the test's override
+    passwords: dict[str, str]  # of each Redis user
+
+    def redis_url(self, user: str = "admin") -> str:
+        return f"redis://{user}:{self.passwords[user]}@127.0.0.1:{self.redis_port}/0"
 
 
 @pytest.fixture
@@ -282,10 +411,12 @@ def stack(built_images: BuiltImages, mnist_dir: Path, timings: Timings, tmp_path
     """A compose project on the built images, Redis also published on a free loopback port; always torn down."""
     redis_port, _ = free_port_range(1)
     first_api, last_api = free_port_range(10)
+    passwords = {role: secrets.token_hex(16) for role in ROLES}
     env = {
-        "DIGITSTREAM_IMAGE": built_images.project,
+        "DIGITSTREAM_API_IMAGE": built_images.api,
+        "DIGITSTREAM_WORKER_IMAGE": built_images.worker,
         "REDIS_IMAGE": built_images.base,  # Debian's redis-server: the official image can't be pulled here
-        "REDIS_PASSWORD": secrets.token_hex(16),
+        **{f"REDIS_{role.upper()}_PASSWORD": password for role, password in passwords.items()},
         "API_BIND": "127.0.0.1",
         "API_PORTS": f"{first_api}-{last_api}",
         "MNIST_DIR": str(mnist_dir),
@@ -297,7 +428,7 @@ def stack(built_images: BuiltImages, mnist_dir: Path, timings: Timings, tmp_path
     project = ComposeProject.create(tmp_path / "compose", env, override, log=timings.note)
     timings.note(f"compose project {project.name} with {' '.join(project.command)}")
     try:
-        yield Stack(project, f"redis://:{env['REDIS_PASSWORD']}@127.0.0.1:{redis_port}/0")
+        yield Stack(project, redis_port, passwords)
     finally:
         project.save_logs(ARTIFACTS / f"{project.name}.log")
         project.down()
@@ -316,7 +447,7 @@ def test_stack_learns_every_sample_once_through_a_worker_kill_and_a_redis_restar
     train_x, train_y = mnist_train
     test_x = mnist_test[0][:TEST_IMAGES]
     keys = Keys.for_model(MODEL)
-    client = redis.Redis.from_url(stack.redis_url)
+    client = redis.Redis.from_url(stack.redis_url("admin"))
     publisher = Publisher(client, keys)
     compose = stack.compose
 
@@ -389,6 +520,10 @@ def test_stack_learns_every_sample_once_through_a_worker_kill_and_a_redis_restar
         api.close()
         client.close()
 
+    # Every role did all of the above as its own Redis user without one refused command, and no more.
+    assert_roles_kept_to_their_rights(stack, keys)
+    assert_containers_hardened(compose)
+
     # A stop is graceful: SIGTERM reaches every process (through init) and none needs the SIGKILL (137).
     with timings.step("stop: every service exits on SIGTERM"):
         compose("stop", timeout=180)
@@ -400,6 +535,45 @@ def test_stack_learns_every_sample_once_through_a_worker_kill_and_a_redis_restar
     with timings.step("down -v"):
         compose.down()
     assert compose.leftovers() == {}
+
+
+def assert_roles_kept_to_their_rights(stack: Stack, keys: Keys) -> None:
+    admin = redis.Redis.from_url(stack.redis_url("admin"))
+    api = redis.Redis.from_url(stack.redis_url("api"))
+    try:
+        refusals = admin.acl_log()
+        assert refusals == [], f"commands refused to the roles during their work: {refusals}"
+        latest = int(api.get(keys.snapshot_latest))  # type: ignore[arg-type]
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            api.delete(keys.snapshot(latest))
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            api.xtrim(keys.samples, maxlen=0)
+        assert admin.exists(keys.snapshot(latest)) and admin.xlen(keys.samples) == FIRST + SECOND + JOB
+        # The passwords reach redis-server through its config files: not its command line, not its environment.
+        redis_container = stack.compose.container("redis")
+        processes = run(["docker", "top", redis_container, "-o", "pid,args"], timeout=60).stdout
+        inspected = run(["docker", "inspect", "--format", "{{json .Config.Env}}", redis_container], timeout=60).stdout
+        for password in stack.passwords.values():
+            assert password not in processes and password not in inspected
+        assert "redis-server /etc/digitstream/redis/redis.conf" in processes
+    finally:
+        admin.close()
+        api.close()
+
+
+def assert_containers_hardened(compose: ComposeProject) -> None:
+    """What the engine applied to every running container of the stack (not only what the file says)."""
+    for container in compose.containers(running_only=True):
+        template = "{{json .HostConfig}} {{json .Config.User}}"
+        raw = run(["docker", "inspect", "--format", template, container], timeout=60)
+        host_json, user_json = raw.stdout.strip().rsplit(" ", 1)
+        host, user = json.loads(host_json), json.loads(user_json)
+        name = f"{container[:12]} ({user or 'root'})"
+        assert host["ReadonlyRootfs"] is True, name
+        assert host["CapDrop"] == ["ALL"] and not host["CapAdd"], name
+        assert "no-new-privileges:true" in host["SecurityOpt"], name
+        assert host["Memory"] > 0 and host["PidsLimit"] and host["PidsLimit"] > 0, name
+        assert user not in ("", "0", "root"), name
 
 
 def publish_while_killing_worker(

@@ -29,7 +29,7 @@ import numpy as np
 import redis
 from pydantic import SecretStr
 
-from digitstream.clients.embedded_redis import RedisServer, RedisServerError
+from digitstream.clients.embedded_redis import RedisServer, RedisServerError, find_redis_server
 from digitstream.clients.prediction import ClientError, ModelStatus, PredictionClient, ServiceUnavailable
 from digitstream.clients.processes import child_options, stop_process
 from digitstream.clients.publisher import Publisher
@@ -135,6 +135,11 @@ def demo(
       digitstream demo --redis-url redis://localhost:6379/0
     """
     settings = settings_for(redis_url=redis_url_option, model_name=model_name, port=port, host="127.0.0.1")
+    if redis_url_option is None:
+        try:
+            find_redis_server()  # before loading (or downloading) the data: say at once how to get one
+        except RedisServerError as exc:
+            raise RuntimeFailure(f"{exc}; or pass --redis-url to use a running Redis") from None
     images, labels = _training_data(data_dir, mirrors or DEFAULT_MIRRORS)
     _check_port_free(port)
     state = (state_dir or _default_state_dir()).expanduser()

@@ -1,13 +1,19 @@
-"""Images for the Docker tests on an engine with no registry: a debootstrap base, a host wheelhouse, the project.
+"""Images for the Docker tests on an engine with no registry: debootstrap bases, a host wheelhouse, the roles.
 
 - base: Debian (the host's release, bookworm) ``--variant=minbase`` with python3, python3-venv and
-  redis-server, from the mirror configured in the host's apt sources, imported with ``docker import``.
-  It serves both as the project image's ``BASE_IMAGE`` and as the compose file's ``REDIS_IMAGE``. The
-  tag is a hash of the recipe: an image already in the engine is reused, and the root file system
-  tarball is kept in the cache directory so a new engine only re-imports it.
-- wheelhouse: the project's dependencies as wheels for the base image's Python, downloaded on the host
-  with pip (and checked with the base image's own pip, offline), cached by a hash of the requirements.
-- project image: ``docker build`` of the repository's Dockerfile with the wheelhouse in docker/wheels/.
+  redis-server, from the mirror configured in the host's own apt sources (``/etc/apt/sources.list`` and
+  ``sources.list.d``; ``$DIGITSTREAM_DEBIAN_MIRROR`` overrides), imported with ``docker import``, with a
+  ``/data`` directory owned by uid 999 as in the official Redis image. It is the Dockerfile's
+  ``BUILD_IMAGE`` and the compose file's ``REDIS_IMAGE``. The tag is a hash of the recipe: an image
+  already in the engine is reused, and the root file system tarball is kept in the cache directory so
+  a new engine only re-imports it.
+- runtime: the base without redis-server and python3-venv (so without pip's and setuptools' wheels),
+  flattened with ``docker export | docker import``: the Dockerfile's ``BASE_IMAGE``.
+- wheelhouse: every pin of the lock files (requirements/) that applies to the base image's Python,
+  downloaded on the host with ``pip download --require-hashes`` for that interpreter and machine,
+  cached by a hash of those pins.
+- role images: ``docker build --target api`` and ``--target worker`` of the repository's Dockerfile
+  with the wheelhouse in docker/wheels/ (offline).
 """
 
 from __future__ import annotations
@@ -21,25 +27,38 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.docker import lockfile
 from tests.docker.timing import Timings
 
 REPO = Path(__file__).resolve().parents[2]
 CONTEXT_WHEELS = REPO / "docker" / "wheels"
 CACHE_ENV_VAR = "DIGITSTREAM_DOCKER_CACHE"
 MIRROR_ENV_VAR = "DIGITSTREAM_DEBIAN_MIRROR"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 SUITE = "bookworm"  # CPython 3.11, as the host's: wheels made on the host fit
-BASE_PACKAGES = ("python3", "python3-venv", "redis-server", "ca-certificates")
+BASE_PACKAGES = ("python3", "python3-venv", "redis-server", "ca-certificates", "binutils")
+# What the runtime base leaves out: the build-only packages and Redis (they pull pip's and setuptools' wheels,
+# jemalloc, lzf ... along, which apt's autoremove takes away with them).
+BUILD_ONLY_PACKAGES = ("python3-venv", "redis-server", "redis-tools", "binutils")
 BASE_REPOSITORY = "digitstream-base"
-PROJECT_IMAGE = "digitstream:compose-test"
+RUNTIME_REPOSITORY = "digitstream-runtime"
+ROLE_TARGETS = ("api", "worker")  # Dockerfile targets, built in this order (the worker reuses the API's layers)
+ROLE_IMAGE = "digitstream-{target}:compose-test"
+REDIS_UID = 999  # the official Redis image's redis user, which docker-compose.yml runs redis-server as
 # Bump when the base recipe changes in a way the hashed fields below do not capture.
-BASE_RECIPE_VERSION = 1
-TRIMMED = ("var/cache/apt", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/info")
+BASE_RECIPE_VERSION = 2
+RUNTIME_RECIPE_VERSION = 2
+# As Debian's -slim images (which the python:3.11-slim base builds on) leave out: documentation and translations.
+TRIMMED = ("var/cache/apt", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale")
+IMPORT_CHANGES = (
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "ENV LANG=C.UTF-8",
+    'CMD ["/bin/bash"]',
+)
 
 
 class HarnessUnavailable(RuntimeError):
@@ -143,7 +162,9 @@ def debian_mirror() -> str:
     for uri, suites in _sources_entries():
         if SUITE in suites and uri.startswith(("http://", "https://", "file:/")):
             return uri.rstrip("/")
-    return DEFAULT_MIRROR
+    raise HarnessUnavailable(
+        f"no apt source for Debian {SUITE} in /etc/apt/sources.list(.d); set {MIRROR_ENV_VAR} to a Debian mirror"
+    )
 
 
 def ensure_debootstrap(log: Path) -> str:
@@ -208,6 +229,9 @@ def build_base_image(timings: Timings, log_dir: Path) -> str:
                 )
                 for relative in TRIMMED:
                     shutil.rmtree(root / relative, ignore_errors=True)
+                # As in the official Redis image: the data directory belongs to its redis user.
+                (root / "data").mkdir(exist_ok=True)
+                os.chown(root / "data", REDIS_UID, REDIS_UID)
                 (root / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
                 (root / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
                 partial = tarball.with_suffix(".tar.part")
@@ -218,12 +242,51 @@ def build_base_image(timings: Timings, log_dir: Path) -> str:
     else:
         timings.note(f"base root file system: cached in {tarball}")
     with timings.step(f"docker import {tag}"):
-        changes = [
-            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "ENV LANG=C.UTF-8",
-            'CMD ["/bin/bash"]',
-        ]
-        run(["docker", "import", *(a for c in changes for a in ("--change", c)), tarball, tag], timeout=600, log=log)
+        _import(tarball, tag, log)
+    return tag
+
+
+def _import(tarball: Path, tag: str, log: Path) -> None:
+    changes = [a for change in IMPORT_CHANGES for a in ("--change", change)]
+    run(["docker", "import", *changes, tarball, tag], timeout=600, log=log)
+
+
+def build_runtime_image(base: str, timings: Timings, log_dir: Path) -> str:
+    """The base without its build-only packages, flattened into one layer (cached like the base)."""
+    tag = f"{RUNTIME_REPOSITORY}:{short_hash(base, BUILD_ONLY_PACKAGES, RUNTIME_RECIPE_VERSION)}"
+    if image_exists(tag):
+        timings.note(f"runtime image {tag}: already in the engine")
+        return tag
+    tarball = cache_dir() / f"{tag.replace(':', '-')}.tar"
+    log = log_dir / "base-image.log"
+    if not tarball.exists():
+        with timings.step(f"runtime base: {base} without {' '.join(BUILD_ONLY_PACKAGES)}"):
+            name = f"digitstream-runtime-{os.getpid()}"
+            # debootstrap marks every package it installs as manual, so apt's autoremove would keep the
+            # build-only packages' dependencies: mark all automatic but the required and essential ones,
+            # apt, python3 and ca-certificates (a minbase with python3), then purge.
+            keep = (
+                "$(dpkg-query -Wf '${Package} ${Priority} ${Essential}\\n'"
+                " | awk '$2==\"required\" || $3==\"yes\" {print $1}')"
+            )
+            purge = (
+                "apt-mark auto $(apt-mark showmanual) >/dev/null"
+                f" && apt-mark manual {keep} apt python3 ca-certificates >/dev/null"
+                f" && DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq --auto-remove {' '.join(BUILD_ONLY_PACKAGES)}"
+                " && rm -rf /data /var/lib/redis /var/log/redis /etc/redis /usr/share/python-wheels"
+                " /var/cache/apt/* /var/lib/apt/lists/* /var/log/*.log /var/log/apt/*"
+                " && mkdir -p /var/cache/apt/archives/partial /var/lib/apt/lists/partial"
+            )
+            try:
+                argv = ["docker", "run", "--name", name, "--network", "none", base, "sh", "-c", purge]
+                run(argv, timeout=300, log=log)
+                partial = tarball.with_suffix(".tar.part")
+                run(["docker", "export", "--output", partial, name], timeout=300, log=log)
+                partial.rename(tarball)
+            finally:
+                run(["docker", "rm", "-f", name], timeout=60, log=log, check=False)
+    with timings.step(f"docker import {tag}"):
+        _import(tarball, tag, log)
     return tag
 
 
@@ -263,59 +326,38 @@ class TargetPython:
         return flags
 
 
-def project_requirements() -> list[str]:
-    """The project's runtime dependencies and its build requirements (to build the wheel offline)."""
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    project, extras = pyproject["project"], pyproject["project"]["optional-dependencies"]
-    return [*project["dependencies"], *extras["worker"], *extras["serve"], *pyproject["build-system"]["requires"]]
+def locked_requirements(target: TargetPython) -> list[str]:
+    """``name==version --hash=...`` of every pin of the lock files that the target interpreter installs.
 
-
-_MISSING = re.compile(r"No matching distribution found for (\S[^;\n]*)")
-
-
-def _check_offline(base_image: str, wheelhouse: Path, log: Path) -> str | None:
-    """The first requirement the base image's pip cannot satisfy from the wheelhouse, or None."""
-    script = (
-        "python3 -m venv /tmp/venv && /tmp/venv/bin/pip install --quiet --disable-pip-version-check "
-        "--dry-run --no-index --find-links /wheels -r /wheels/requirements.txt"
-    )
-    mount = ["-v", f"{wheelhouse}:/wheels:ro"]
-    argv = ["docker", "run", "--rm", "--network", "none", *mount, base_image, "sh", "-c", script]
-    result = run(argv, timeout=300, log=log, check=False)
-    if result.returncode == 0:
-        return None
-    missing = _MISSING.search(result.stderr)
-    if missing is None:
-        raise CommandFailed(f"the base image's pip rejects the wheelhouse:\n{result.stderr[-2000:]}")
-    return missing.group(1).strip()
+    Markers are evaluated here for the target (pip would evaluate them for the host's Python, and e.g.
+    ``python_full_version < "3.11.3"`` differs between the host's 3.11 and Debian's 3.11.2).
+    """
+    pins = {}
+    for pin in (p for pins in lockfile.lock_pins().values() for p in pins):
+        if pin.applies(target.machine, target.version):
+            pins[str(pin)] = pin
+    return [
+        f"{name} " + " ".join(f"--hash=sha256:{h}" for h in sorted(pin.hashes)) for name, pin in sorted(pins.items())
+    ]
 
 
 def build_wheelhouse(base_image: str, timings: Timings, log_dir: Path) -> Path:
-    """A directory of wheels covering the project's requirements for the base image's Python (cached)."""
+    """A directory of wheels holding every locked dependency for the base image's Python (cached)."""
     target = TargetPython.of_image(base_image)
-    requirements = project_requirements()
+    requirements = locked_requirements(target)
     wheelhouse = cache_dir() / f"wheels-{short_hash(requirements, target.pip_flags())}"
     complete = wheelhouse / ".complete"
     if complete.exists():
         timings.note(f"wheelhouse: cached in {wheelhouse}")
         return wheelhouse
     log = log_dir / "wheelhouse.log"
-    with timings.step(f"wheelhouse for Python {target.version} ({len(requirements)} requirements)"):
+    with timings.step(f"wheelhouse for Python {target.version} {target.machine} ({len(requirements)} locked pins)"):
         shutil.rmtree(wheelhouse, ignore_errors=True)
         wheelhouse.mkdir(parents=True)
         (wheelhouse / "requirements.txt").write_text("\n".join(requirements) + "\n")
         pip = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "-d", wheelhouse]
-        run([*pip, *target.pip_flags(), "-r", wheelhouse / "requirements.txt"], timeout=600, log=log)
-        # pip evaluates environment markers for the host's interpreter (e.g. python_full_version < "3.11.3"
-        # differs between 3.11.7 and 3.11.2): the base image's own pip says what is still missing.
-        for _ in range(20):
-            missing = _check_offline(base_image, wheelhouse, log)
-            if missing is None:
-                break
-            timings.note(f"wheelhouse: adding {missing} (needed by the base image's Python)")
-            run([*pip, *target.pip_flags(), missing], timeout=300, log=log)
-        else:
-            raise CommandFailed(f"the wheelhouse is still incomplete after 20 rounds; see {log}")
+        flags = ["--no-deps", "--require-hashes", *target.pip_flags()]
+        run([*pip, *flags, "-r", wheelhouse / "requirements.txt"], timeout=900, log=log)
         complete.write_text(target.version + "\n")
     return wheelhouse
 
@@ -336,21 +378,52 @@ def fill_context_wheelhouse(wheelhouse: Path) -> int:
 # -- the project image ------------------------------------------------------------------------------
 
 
-def build_project_image(base_image: str, timings: Timings, log_dir: Path, tag: str = PROJECT_IMAGE) -> str:
-    """``docker build`` of the repository with BASE_IMAGE=base_image and the wheelhouse (offline)."""
+def build_role_images(base_image: str, runtime_image: str, timings: Timings, log_dir: Path) -> dict[str, str]:
+    """``docker build --target`` of each role (api, worker) on the two bases, offline; target -> tag."""
     wheelhouse = build_wheelhouse(base_image, timings, log_dir)
     count = fill_context_wheelhouse(wheelhouse)
-    with timings.step(f"docker build {tag} ({count} wheels, offline)"):
-        try:
-            run(
-                ["docker", "build", "--force-rm", "--build-arg", f"BASE_IMAGE={base_image}", "--tag", tag, REPO],
-                timeout=900,
-                log=log_dir / "project-image.log",
-            )
-        finally:
-            for wheel in CONTEXT_WHEELS.glob("*.whl"):
-                wheel.unlink()
-    return tag
+    tags = {}
+    try:
+        for target in ROLE_TARGETS:
+            tag = ROLE_IMAGE.format(target=target)
+            with timings.step(f"docker build --target {target} {tag} ({count} wheels, offline)"):
+                args = ["--build-arg", f"BASE_IMAGE={runtime_image}", "--build-arg", f"BUILD_IMAGE={base_image}"]
+                argv = ["docker", "build", "--force-rm", *args, "--target", target, "--tag", tag, REPO]
+                slowest = docker_build(argv, timeout=1800, log=log_dir / f"{target}-image.log")
+            timings.note(f"slowest steps of {target}: " + "; ".join(f"{s:.0f} s {step}" for s, step in slowest))
+            tags[target] = tag
+    finally:
+        for wheel in CONTEXT_WHEELS.glob("*.whl"):
+            wheel.unlink()
+    return tags
+
+
+def docker_build(argv: list[str | Path], *, timeout: float, log: Path) -> list[tuple[float, str]]:
+    """Run ``docker build``, logging each line with the seconds since the start; the 3 slowest steps."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    steps: list[tuple[float, str]] = []  # (start, "Step n/m : ...")
+    with log.open("a") as out, subprocess.Popen(
+        [str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL
+    ) as process:
+        out.write(f"$ {' '.join(map(str, argv))}\n")
+        assert process.stdout is not None
+        tail: list[str] = []
+        for line in process.stdout:
+            elapsed = time.monotonic() - started
+            out.write(f"[{elapsed:7.1f}] {line}")
+            tail = [*tail[-60:], line]
+            if line.startswith("Step "):
+                steps.append((elapsed, line.strip()[:100]))
+            if elapsed > timeout:
+                process.kill()
+                raise CommandFailed(f"{' '.join(map(str, argv))} did not finish in {timeout:.0f} s")
+        code = process.wait()
+    if code != 0:
+        raise CommandFailed(f"{' '.join(map(str, argv))} exited {code}:\n{''.join(tail)[-3000:]}")
+    ends = [start for start, _ in steps[1:]] + [time.monotonic() - started]
+    durations = [(end - start, step) for (start, step), end in zip(steps, ends, strict=True)]
+    return sorted(durations, reverse=True)[:3]
 
 
 def image_size_mb(tag: str) -> float:

@@ -1,0 +1,226 @@
+"""The Redis server's configuration for a deployment: one ACL user per role, and redis.conf.
+
+Every role connects as its own user with only the commands and keys it needs (the key patterns come
+from :class:`digitstream.protocol.Keys`, so a change of the key layout is made here and nowhere else):
+
+- ``worker``: reads the stream, writes snapshots (one Lua script), dead letters, its lease and status;
+- ``api``: reads snapshots, the pin and the worker status, XADDs samples (feedback, ``POST /samples``),
+  keeps and reads predictions, sets and clears the pin; it cannot delete or overwrite a snapshot;
+- ``publisher``: XADDs samples, nothing else;
+- ``admin``: everything (the operator's ``digitstream status``, resets, ``redis-cli``).
+
+The ``health`` user (no password) may only PING, for health checks. The ``default`` user, which every
+connection is until it authenticates, is disabled: unauthenticated clients can run nothing. (It keeps
+every right, unusable while disabled, because Redis 7.0 replays the append-only file's MULTI/EXEC blocks
+with the default user's rights: restricted, it would refuse them and lose data at every restart.)
+Passwords are stored as SHA-256 hashes, and reach redis-server through the ACL file, never its command
+line. In docker-compose.yml a
+one-shot ``redis-config`` service runs this module before Redis starts::
+
+    python -m digitstream.redis_config --out DIR    # DIR/redis.conf and DIR/users.acl, from the environment
+
+It reads ``REDIS_<ROLE>_PASSWORD`` for each role (refusing a missing, short, non-URL-safe, repeated or
+``change-me`` placeholder password), ``REDIS_MAXMEMORY``, ``REDIS_APPENDFSYNC`` and the key layout
+from the ``DIGITSTREAM_*`` settings. Without ``--out`` it prints both files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import secrets
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .protocol import Keys
+
+ROLES = ("admin", "worker", "api", "publisher")
+PLACEHOLDER_PREFIX = "change-me"  # the passwords of .env.example start with it: refused
+MIN_PASSWORD_LENGTH = 16
+_URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")
+# Every command a connection needs besides AUTH: SELECT for a database other than 0, PING to check it.
+# (Not CLIENT SETINFO, which redis-py sends on connect and lets fail: Redis 7.0 does not know it, and
+# an ACL file naming an unknown command is refused whole.)
+_CONNECTION = "+ping +hello +select +reset +quit +client|setname +client|getname +client|id"
+_SCRIPTS = "+eval +evalsha +script|load +script|exists"
+_SUBSCRIBE = "+subscribe +unsubscribe +ssubscribe +sunsubscribe"  # sharded pub/sub on a cluster
+# The conf keeps a stream entry (MAX_ENTRY_BYTES, 16 KiB) and the largest snapshot array of any learner
+# far inside one bulk string, and stops a single oversized write (the default allows 512 MB).
+PROTO_MAX_BULK_LEN = "16mb"
+
+
+class RedisConfigError(ValueError):
+    """A password or setting that must not reach redis-server; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Commands allowed on keys and channels; a command runs if one selector allows it with all its keys."""
+
+    commands: str
+    keys: tuple[str, ...] = ()  # ACL key patterns, with ~ (read+write), %R~ (read) or %W~ (write)
+    channels: tuple[str, ...] = ()
+
+    def rule(self) -> str:
+        channels = [f"&{c}" for c in self.channels]
+        return " ".join([*self.keys, *channels, self.commands])
+
+
+def role_selectors(keys: Keys) -> dict[str, list[Selector]]:
+    """The permissions of each role user for one model's keys (admin is ``+@all`` on everything).
+
+    Every pattern is built from a ``Keys`` name (exact keys where there is one key, ``*`` only for the
+    snapshot versions and the predictions), so a new layout, e.g. with a ``{model}`` hash tag for
+    Redis Cluster, changes the rules with it.
+    """
+    snapshots = f"{keys.snapshot_prefix}*"  # latest, versions and every snapshot hash
+    predictions = keys.prediction("*")
+    worker_keys = (keys.samples, keys.deadletter, snapshots, keys.lease, keys.worker_status)
+    return {
+        "worker": [
+            Selector(
+                f"{_CONNECTION} {_SCRIPTS} +xread +xrange +xrevrange +xlen +xinfo|stream +xtrim +xadd "
+                "+get +set +del +pexpire +hget +hgetall +hset +zadd +zrange +zcard +zremrangebyrank +publish +spublish",
+                keys=tuple(f"~{key}" for key in worker_keys),
+                channels=(keys.snapshot_events,),
+            ),
+        ],
+        "api": [
+            # Read the served model: latest + pin + worker status in one MGET, snapshot hashes, versions; the
+            # snapshot events (sharded pub/sub on a cluster).
+            Selector(
+                f"{_CONNECTION} +get +mget +hget +hgetall +zrange +zscore {_SUBSCRIBE}",
+                keys=(f"%R~{snapshots}", f"%R~{keys.worker_status}", f"%R~{keys.pinned}"),
+                channels=(keys.snapshot_events,),
+            ),
+            # Feedback and POST /samples: XADD only, in MULTI/EXEC (all or none).
+            Selector("+xadd +multi +exec +discard", keys=(f"%W~{keys.samples}",)),
+            # Pin and unpin: the only key it may delete.
+            Selector("+set +del", keys=(f"~{keys.pinned}",)),
+            # Predictions kept for feedback: written by a script in chunks, read back (once) by id.
+            Selector(f"+get +set +getdel {_SCRIPTS}", keys=(f"~{predictions}",)),
+        ],
+        "publisher": [
+            Selector(f"{_CONNECTION} +xadd +multi +exec +discard", keys=(f"%W~{keys.samples}",)),
+        ],
+    }
+
+
+def password_hash(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def check_passwords(passwords: Mapping[str, str | None]) -> dict[str, str]:
+    """Every role's password, checked; RedisConfigError naming each bad one (the value is never shown)."""
+    problems = []
+    for role in ROLES:
+        value = passwords.get(role)
+        variable = f"REDIS_{role.upper()}_PASSWORD"
+        if not value:
+            problems.append(f"{variable} is not set")
+        elif value.lower().startswith(PLACEHOLDER_PREFIX):
+            problems.append(f"{variable} is still the placeholder of .env.example")
+        elif len(value) < MIN_PASSWORD_LENGTH:
+            problems.append(f"{variable} is shorter than {MIN_PASSWORD_LENGTH} characters")
+        elif not _URL_SAFE.match(value):
+            problems.append(f"{variable} has characters other than letters, digits and - _ . ~ (it goes in a URL)")
+    given = [v for v in passwords.values() if v]
+    if not problems and len(set(given)) != len(given):
+        problems.append("the role passwords must differ from each other")
+    if problems:
+        raise RedisConfigError(
+            "refusing to configure Redis: " + "; ".join(problems) + " (make each with: openssl rand -hex 24)"
+        )
+    return {role: str(passwords[role]) for role in ROLES}
+
+
+def acl_file(keys: Keys, passwords: Mapping[str, str | None]) -> str:
+    """The ACL file: ``default`` disabled, ``health`` limited to PING, admin, and one user per role."""
+    checked = check_passwords(passwords)
+    unknowable = password_hash(secrets.token_hex(32))  # should default ever be switched on: no way in
+    lines = [  # an ACL file has no comments: redis.conf says where it comes from
+        f"user default off #{unknowable} ~* &* +@all",
+        "user health on nopass resetkeys resetchannels -@all +ping",
+        f"user admin on #{password_hash(checked['admin'])} ~* &* +@all",
+    ]
+    for role, selectors in role_selectors(keys).items():
+        root, *others = selectors
+        rules = [root.rule(), *(f"({s.rule()})" for s in others)]
+        lines.append(f"user {role} on #{password_hash(checked[role])} resetkeys resetchannels -@all {' '.join(rules)}")
+    return "\n".join(lines) + "\n"
+
+
+_MEMORY = re.compile(r"^\d+(b|k|kb|m|mb|g|gb)?$", re.IGNORECASE)
+
+
+def redis_conf(
+    acl_path: str, *, maxmemory: str = "512mb", appendfsync: str = "everysec", data_dir: str = "/data"
+) -> str:
+    """redis.conf for the bundled Redis: AOF persistence, no eviction, a bounded bulk length, the ACL file."""
+    if not _MEMORY.match(maxmemory) or maxmemory.strip("0bkmgBKMG") == "":
+        raise RedisConfigError(f"REDIS_MAXMEMORY={maxmemory!r}: expected a size such as 512mb or 2gb")
+    if appendfsync not in ("always", "everysec"):
+        raise RedisConfigError(f"REDIS_APPENDFSYNC={appendfsync!r}: expected always (no loss) or everysec")
+    return "\n".join(
+        [
+            "# Generated by `python -m digitstream.redis_config` (digitstream/redis_config.py), as is the",
+            "# ACL file named below: do not edit, change the environment (docs/deploy.md) and restart.",
+            "bind * -::*",
+            "port 6379",
+            "# Not needed: the default user may only PING, every other user needs its password.",
+            "protected-mode no",
+            f"dir {data_dir}",
+            "appendonly yes",
+            f"appendfsync {appendfsync}",
+            "# The stream and the snapshots must never be evicted: past maxmemory, writes fail instead.",
+            f"maxmemory {maxmemory}",
+            "maxmemory-policy noeviction",
+            f"proto-max-bulk-len {PROTO_MAX_BULK_LEN}",
+            f"aclfile {acl_path}",
+            "",
+        ]
+    )
+
+
+def _keys_from_environment(environ: Mapping[str, str]) -> Keys:
+    model = environ.get("DIGITSTREAM_MODEL_NAME") or "digitstream"
+    if not re.match(r"^[A-Za-z0-9_.:-]{1,64}$", model):
+        raise RedisConfigError(f"DIGITSTREAM_MODEL_NAME={model!r} is not a valid model name")
+    return Keys.for_model(model, environ.get("DIGITSTREAM_STREAM_KEY") or None,
+                          environ.get("DIGITSTREAM_DEADLETTER_KEY") or None)  # fmt: skip
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
+    parser = argparse.ArgumentParser(prog="python -m digitstream.redis_config", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="write redis.conf and users.acl here (default: print them)")
+    parser.add_argument("--acl-path", default=None,
+                        help="where redis-server finds users.acl [default: OUT/users.acl]")  # fmt: skip
+    args = parser.parse_args(argv)
+    try:
+        keys = _keys_from_environment(environ)
+        acl = acl_file(keys, {role: environ.get(f"REDIS_{role.upper()}_PASSWORD") for role in ROLES})
+        acl_path = args.acl_path or str((args.out or Path(".")) / "users.acl")
+        conf = redis_conf(acl_path, maxmemory=environ.get("REDIS_MAXMEMORY") or "512mb",
+                          appendfsync=environ.get("REDIS_APPENDFSYNC") or "everysec")  # fmt: skip
+    except RedisConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.out is None:
+        sys.stdout.write(f"# --- redis.conf\n{conf}# --- users.acl\n{acl}")
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, text in (("users.acl", acl), ("redis.conf", conf)):
+        partial = args.out / f".{name}.part"
+        partial.write_text(text)
+        partial.chmod(0o644)  # redis-server runs as another user; the ACL holds hashes only
+        partial.replace(args.out / name)
+    print(f"wrote {args.out / 'redis.conf'} and {args.out / 'users.acl'} (users: health, {', '.join(ROLES)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
