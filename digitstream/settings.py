@@ -82,9 +82,40 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="interface the service listens on")
     port: int = Field(8000, ge=0, le=65535, description="TCP port of the service")
     api_key: SecretStr | None = Field(None, description="required (X-API-Key) for mutating endpoints when set")
-    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (JSON list)")
-    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body accepted (bytes)")
-    max_batch: int = Field(10_000, ge=1, description="images per /predict/batch request")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="other origins whose pages may call the API (CORS and the Origin check; JSON list)",
+    )
+    max_body_bytes: int = Field(
+        64 * 1024, ge=1024, le=16 * 1024 * 1024,
+        description="largest JSON body of /predict, /feedback and the model endpoints (bytes; batches have their own)",
+    )  # fmt: skip
+    max_batch: int = Field(10_000, ge=1, le=100_000, description="images per /predict/batch or /samples request")
+    max_upload_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="largest /predict/image upload (bytes)"
+    )
+    max_image_pixels: int = Field(
+        4_000_000, ge=10_000, le=40_000_000,
+        description="largest upload in pixels, read from the image header before decoding (a digit needs far less)",
+    )  # fmt: skip
+    image_decoders: int = Field(
+        2, ge=1, le=64, description="uploads decoded at once per process; more answer 503 with Retry-After"
+    )
+    max_inflight_body_bytes: int = Field(
+        128 * 1024 * 1024, ge=1024 * 1024,
+        description="bytes of large bodies (over 1 MiB) held at once per process; more answer 503 with Retry-After",
+    )  # fmt: skip
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
+        description='Host header names accepted (DNS rebinding protection; JSON list, ["*"] for any)',
+    )
+    allow_feedback: bool = Field(True, description="accept POST /feedback (false: 403, nothing is learned from users)")
+    allow_samples: bool = Field(True, description="accept POST /samples (false: 403)")
+    write_rate: float = Field(
+        2.0, ge=0, description="writes (feedback, samples, pin, unpin) per second per client, 0 for no limit"
+    )
+    write_burst: int = Field(20, ge=1, description="writes a client may make at once before write_rate applies")
+    rate_limit_loopback: bool = Field(False, description="apply write_rate to clients on this machine too")
     prediction_ttl: float = Field(3600.0, gt=0, description="seconds a prediction is kept for feedback")
     poll_interval: float = Field(0.5, gt=0, description="snapshot polling fallback (seconds)")
 

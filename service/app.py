@@ -20,14 +20,16 @@ from fastapi.staticfiles import StaticFiles
 from digitstream.connections import service_client
 from digitstream.settings import Settings, load_settings
 
+from .access import Access, AccessMiddleware
 from .batching import MicroBatcher
-from .body_limit import BodyLimitMiddleware
+from .body_limit import BodyBudget, BodyLimitMiddleware
 from .deps import API_KEY_HEADER
 from .errors import install_error_handlers
 from .metrics import RequestMetricsMiddleware, ServiceMetrics
 from .model_holder import ModelHolder
 from .predictions import PredictionStore
 from .routes import dashboard, feedback, health, model, predict
+from .uploads import DecodeSlots
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,9 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 BATCH_BYTES_PER_IMAGE = 4096  # a JSON image of 784 values "255, " is 3,920 bytes: a full batch fits
 DESCRIPTION = """Predictions from the newest model snapshot a worker learned from the Redis stream,
 hot-reloaded within a second of being written. Errors are `{"detail": "<field>: <problem>"}`.
-Mutating endpoints (feedback, samples, pin, unpin) need the `X-API-Key` header when the service has a key."""
+Writes (feedback, samples, pin, unpin) take `application/json` and need the `X-API-Key` header when
+the service has a key; without a key they are open only on a service listening on loopback, to
+clients on the same machine. See the threat model in the README."""
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -58,6 +62,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.access = Access(settings)
+    app.state.body_budget = BodyBudget(settings.max_inflight_body_bytes)
+    app.state.decoders = DecodeSlots(settings.image_decoders)
     install_error_handlers(app)
     # Matched in order (each route tried costs a request ~2 us): the hot path, then the trivial ones.
     predict.register_single(app)
@@ -80,8 +87,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware,
         default_limit=settings.max_body_bytes,
-        limits={"/predict/batch": batch_limit, "/samples": batch_limit},
+        limits={"/predict/batch": batch_limit, "/samples": batch_limit, "/predict/image": settings.max_upload_bytes},
+        budget=app.state.body_budget,
     )
+    app.add_middleware(AccessMiddleware, access=app.state.access)  # before any body is read or budgeted
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: times everything
     return app
 

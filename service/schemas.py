@@ -86,6 +86,25 @@ def batch_body(max_batch: int) -> dict[str, Any]:
     }
 
 
+def upload_body(max_pixels: int) -> dict[str, Any]:
+    """``openapi_extra`` of POST /predict/image: a multipart form with the picture as ``file``."""
+    picture = {
+        "type": "string",
+        "format": "binary",
+        "description": f"a PNG or JPEG of one digit, at most {max_pixels:,} pixels, any polarity",
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "required": ["file"], "properties": {"file": picture}}
+                }
+            },
+        }
+    }
+
+
 def samples_body(max_batch: int) -> dict[str, Any]:
     sample = {
         "type": "object",

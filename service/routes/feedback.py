@@ -10,6 +10,8 @@ from digitstream.settings import Settings
 
 from .. import validation
 from ..deps import MetricsDep, PredictionsDep, RedisDep, api_key_dependencies
+from ..json_arrays import read_samples
+from ..predictions import AlreadyUsed
 from ..schemas import FeedbackReceipt, FeedbackRequest, SamplesReceipt, samples_body
 from ..stream import publish
 from .responses import errors
@@ -28,23 +30,33 @@ def register(api: FastAPI, settings: Settings) -> None:
         tags=["learn"],
         dependencies=guarded,
         response_model=FeedbackReceipt,
-        responses=errors(401, 403, 404, 413, 422, 503),
+        responses=errors(401, 403, 404, 409, 413, 415, 422, 429, 503),
     )
     async def feedback(
         body: FeedbackRequest, predictions: PredictionsDep, client: RedisDep, metrics: MetricsDep
     ) -> FeedbackReceipt:
         """Publish a served prediction's input with its true label; the worker will learn it.
 
+        Each prediction takes one label: a second one answers 409, whichever replica it reaches.
         Inputs are kept for ``prediction_ttl`` seconds (shorter under a flood of predictions, see
         docs/service.md); an unknown or expired id answers 404.
         """
-        pixels = await predictions.get(body.prediction_id)
+        try:
+            pixels = await predictions.take(body.prediction_id)
+        except AlreadyUsed:
+            raise HTTPException(
+                409, f"prediction_id: feedback was already given for prediction {body.prediction_id} (one label each)"
+            ) from None
         if pixels is None:
             raise HTTPException(
                 404, f"prediction_id: unknown or expired prediction {body.prediction_id} (inputs are kept {ttl:g} s)"
             )
         image = np.frombuffer(pixels, dtype=np.uint8).reshape(1, -1)
-        [stream_id] = await publish(client, keys, image, np.array([body.label]))
+        try:
+            [stream_id] = await publish(client, keys, image, np.array([body.label]))
+        except BaseException:
+            predictions.give_back(body.prediction_id, pixels)  # not learned: the label may be given again
+            raise
         metrics.feedback.inc()
         return FeedbackReceipt(stream_id=stream_id, prediction_id=body.prediction_id, label=body.label)
 
@@ -56,16 +68,14 @@ def register(api: FastAPI, settings: Settings) -> None:
         summary="Publish labelled samples",
         description=f"For clients that cannot reach Redis: 1..{max_batch} samples, published in one transaction.",
         openapi_extra=samples_body(max_batch),
-        responses=errors(401, 403, 413, 422, 503),
+        responses=errors(401, 403, 413, 415, 422, 429, 503),
     )
     async def samples(request: Request, client: RedisDep, metrics: MetricsDep) -> SamplesReceipt:
         body = await validation.read_body(request)
-
-        def parse() -> tuple[np.ndarray, np.ndarray]:
-            data = validation.parse_json(body)
-            return validation.samples(validation.get_field(data, "samples"), max_batch)
-
-        images, labels = parse() if len(body) <= INLINE_SAMPLES_BYTES else await to_thread.run_sync(parse)
+        if len(body) <= INLINE_SAMPLES_BYTES:
+            images, labels = read_samples(body, max_batch)
+        else:
+            images, labels = await to_thread.run_sync(read_samples, body, max_batch)
         stream_ids = await publish(client, keys, images, labels)
         metrics.samples.inc(len(stream_ids))
         return SamplesReceipt(stream_ids=stream_ids, count=len(stream_ids))

@@ -8,10 +8,11 @@ from typing import Annotated, Any
 
 import numpy as np
 import orjson
-from fastapi import FastAPI, Query, Response
+from fastapi import FastAPI, Query, Request, Response
 
 from digitstream.settings import Settings
 
+from ..access import redact_worker
 from ..deps import HolderDep, ModelDep, api_key_dependencies
 from ..model_holder import ModelHolder, ServedModel
 from ..schemas import ModelInfo, PinRequest, Versions, WeightTemplates
@@ -24,9 +25,13 @@ def register(api: FastAPI, settings: Settings) -> None:
     tags: list[str | Enum] = ["model"]
 
     @api.get("/model", tags=tags, response_model=ModelInfo, responses=errors(503))
-    async def model_info(model: ModelDep, holder: HolderDep) -> dict[str, Any]:
-        """The served snapshot's metadata, online metrics, the worker's lag and status."""
-        return describe(model, holder, settings)
+    async def model_info(request: Request, model: ModelDep, holder: HolderDep) -> dict[str, Any]:
+        """The served snapshot's metadata, online metrics, the worker's lag and status.
+
+        The worker's ``hostname:pid`` shows only to a caller that may write (with the key).
+        """
+        body = describe(model, holder, settings)
+        return body if request.app.state.access.trusted(request.scope) else redact_worker(body)
 
     @api.get("/model/versions", tags=tags, response_model=Versions, responses=errors(503))
     async def versions(holder: HolderDep) -> dict[str, Any]:
@@ -38,14 +43,15 @@ def register(api: FastAPI, settings: Settings) -> None:
 
     @api.post(
         "/model/pin", tags=tags, response_model=ModelInfo, dependencies=guarded,
-        responses=errors(401, 403, 404, 422, 503),
+        responses=errors(401, 403, 404, 415, 422, 429, 503),
     )  # fmt: skip
     async def pin(body: PinRequest, holder: HolderDep) -> dict[str, Any]:
         """Serve a kept version on every replica until unpinned (rollback)."""
         return describe(await holder.pin(body.version), holder, settings)
 
     @api.post(
-        "/model/unpin", tags=tags, response_model=ModelInfo, dependencies=guarded, responses=errors(401, 403, 503)
+        "/model/unpin", tags=tags, response_model=ModelInfo, dependencies=guarded,
+        responses=errors(401, 403, 415, 429, 503),
     )
     async def unpin(holder: HolderDep) -> dict[str, Any]:
         """Follow the newest snapshot again."""

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import orjson
 from anyio import to_thread
-from fastapi import FastAPI, File, Request, Response, UploadFile
+from fastapi import FastAPI, Request, Response
 from starlette.datastructures import State
 
 from digitstream.settings import Settings
@@ -15,8 +13,10 @@ from .. import validation
 from ..deps import MetricsDep, ModelDep
 from ..errors import json_response
 from ..imaging import to_mnist
+from ..json_arrays import read_images
 from ..model_holder import ServedModel
-from ..schemas import BatchPrediction, Prediction, batch_body, predict_body
+from ..schemas import BatchPrediction, Prediction, batch_body, predict_body, upload_body
+from ..uploads import form_file
 from .fast_route import fast_post
 from .responses import errors
 
@@ -60,10 +60,7 @@ def register(api: FastAPI, settings: Settings) -> None:
         body = await validation.read_body(request)
 
         def answer() -> bytes:
-            if binary:
-                images = validation.binary_images(body, max_batch)
-            else:
-                images = validation.images(validation.get_field(validation.parse_json(body), "images"), max_batch)
+            images = validation.binary_images(body, max_batch) if binary else read_images(body, max_batch)
             digits, proba = model.predict(images)
             metrics.images.inc(len(digits))
             return orjson.dumps(
@@ -75,27 +72,29 @@ def register(api: FastAPI, settings: Settings) -> None:
         payload = answer() if len(body) <= INLINE_BATCH_BYTES else await to_thread.run_sync(answer)
         return Response(payload, media_type="application/json")
 
-    @api.post(
-        "/predict/image",
-        tags=["predict"],
-        response_model=Prediction,
-        summary="Predict an uploaded PNG/JPEG",
-        responses=errors(413, 422, 503),
-    )
-    async def predict_image(
-        request: Request,
-        file: Annotated[UploadFile, File(description="a PNG or JPEG of one digit, any size, any polarity")],
-        model: ModelDep,
-    ) -> Response:
+    max_pixels = settings.max_image_pixels
+
+    async def predict_image(request: Request) -> Response:
         """Turn the picture into an MNIST-like 28x28 input, then answer as POST /predict does.
 
         Grey levels; inverted if the digit is dark on a light background; cropped to the ink;
         fitted in a 20x20 box keeping the aspect ratio; centred by its centre of mass in 28x28.
-        The 28x28 input is what /feedback later publishes.
+        The 28x28 input is what /feedback later publishes. PNG and JPEG only, at most
+        ``max_image_pixels`` (read from the header: a larger picture is refused before it is
+        decoded); a few uploads are decoded at once per process, more answer 503 with Retry-After.
         """
-        data = await file.read()
-        image = await to_thread.run_sync(to_mnist, data)
-        return await _single_answer(request.app.state, model, image.tobytes())
+        state = request.app.state
+        model = state.holder.require()
+        data = form_file(await validation.read_body(request), request.headers.get("content-type", ""))
+        with state.decoders.hold():
+            image = await to_thread.run_sync(to_mnist, data, "file", max_pixels)
+        return await _single_answer(state, model, image.tobytes())
+
+    fast_post(
+        api, "/predict/image", predict_image,
+        tags=["predict"], response_model=Prediction, summary="Predict an uploaded PNG/JPEG",
+        openapi_extra=upload_body(max_pixels), responses=errors(413, 415, 422, 503),
+    )  # fmt: skip
 
 
 async def _single_answer(state: State, model: ServedModel, pixels: bytes) -> Response:

@@ -1,0 +1,188 @@
+"""Large JSON batches read in pieces straight into numpy, so that a body costs little more than its own bytes.
+
+``orjson.loads`` on a 39 MB batch makes 10,000 Python lists (~65 MB) and ``np.array`` an int64
+copy (~65 MB) before the uint8 result; a hostile body of tiny objects (``[{},{},...]``) costs 20x
+its size. Here a body over ``WHOLE_LIMIT`` is cut at the boundaries between the items of its
+``images`` (or ``samples``) array into pieces of ~``PIECE`` bytes. A piece of plain integers is
+parsed by a vectorised scanner (no Python object per number); any other piece (``7.0``, a
+string, bad JSON) by orjson and the usual validation, so the answers and messages are those of
+a whole parse, with the item's index in the whole batch. The rest of the document (the body
+with the array swapped for a random token) must be small and valid JSON naming the array once.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import orjson
+
+from digitstream.protocol import N_PIXELS
+
+from . import validation
+from .validation import InvalidInput
+
+WHOLE_LIMIT = 1024 * 1024  # bodies up to this are parsed whole (at most ~20 MB of Python objects)
+PIECE = 256 * 1024
+REST_LIMIT = 64 * 1024
+
+Body = bytes | bytearray
+
+_DIGIT, _COMMA, _OPEN, _CLOSE, _OTHER = 1, 2, 3, 4, 5
+_CLASS = np.full(256, _OTHER, dtype=np.uint8)
+_CLASS[ord("0") : ord("9") + 1] = _DIGIT
+_CLASS[[ord(c) for c in " \t\r\n"]] = 0
+_CLASS[ord(",")], _CLASS[ord("[")], _CLASS[ord("]")] = _COMMA, _OPEN, _CLOSE
+
+
+class _Array:
+    """Where an array of items begins in a body, and how its items are separated and closed."""
+
+    def __init__(self, key: str, item_open: bytes, item_close: bytes) -> None:
+        self.key = key
+        self.start = re.compile(rb'"' + key.encode() + rb'"\s*:\s*\[')
+        o, c = re.escape(item_open), re.escape(item_close)
+        self.between = re.compile(c + rb"\s*,\s*" + o)
+        self.end = re.compile(c + rb"\s*\]")
+        self.empty = re.compile(rb"\s*\]")
+
+
+IMAGES = _Array("images", b"[", b"]")
+SAMPLES = _Array("samples", b"{", b"}")
+
+
+def read_images(body: Body, max_batch: int) -> np.ndarray:
+    """The (n, 784) uint8 images of a JSON ``{"images": [[784 integers], ...]}`` body."""
+    if len(body) <= WHOLE_LIMIT:
+        data = validation.parse_json(body)
+        return validation.images(validation.get_field(data, "images"), max_batch)
+    parts: list[np.ndarray] = []
+    count = 0
+    for piece, first in _pieces(body, IMAGES):
+        images = _plain_integers(piece, N_PIXELS)
+        if images is None:
+            images = validation.images(_parse_piece(piece), max_batch, start=first)
+        count += len(images)
+        _check_count(count, max_batch, "images")
+        parts.append(images)
+    return _joined(parts, count, "images", max_batch, np.empty((0, N_PIXELS), dtype=np.uint8))
+
+
+def read_samples(body: Body, max_batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images (n, 784) uint8, labels (n,)) of a JSON ``{"samples": [{"pixels": ..., "label": ...}, ...]}`` body."""
+    if len(body) <= WHOLE_LIMIT:
+        data = validation.parse_json(body)
+        return validation.samples(validation.get_field(data, "samples"), max_batch)
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    count = 0
+    for piece, first in _pieces(body, SAMPLES):
+        piece_images, piece_labels = validation.samples(_parse_piece(piece), max_batch, start=first)
+        count += len(piece_labels)
+        _check_count(count, max_batch, "samples")
+        images.append(piece_images)
+        labels.append(piece_labels)
+    empty = np.empty((0, N_PIXELS), dtype=np.uint8)
+    return _joined(images, count, "samples", max_batch, empty), np.concatenate(labels or [np.empty(0, np.int64)])
+
+
+def _joined(parts: list[np.ndarray], count: int, name: str, max_batch: int, empty: np.ndarray) -> np.ndarray:
+    validation.check_batch_size(count, max_batch, name)
+    return np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else empty)
+
+
+def _check_count(count: int, max_batch: int, name: str) -> None:
+    if count > max_batch:
+        raise InvalidInput(f"{name}: more than {max_batch} items exceed the maximum batch of {max_batch}", 413)
+
+
+def _pieces(body: Body, array: _Array) -> Iterator[tuple[memoryview, int]]:
+    """The array's items as pieces of about ``PIECE`` bytes (each a comma-separated run of whole items).
+
+    Yields (piece, index of its first item); then checks the rest of the document.
+    """
+    found = array.start.search(body)
+    if found is None:
+        raise InvalidInput(f'{array.key}: field required (a body over {WHOLE_LIMIT:,} bytes must be a JSON object '
+                           f'with an "{array.key}" array)')  # fmt: skip
+    view = memoryview(body)
+    position = found.end()
+    close = array.empty.match(body, position)
+    first = 0
+    while close is None:
+        boundary = array.between.search(body, position + PIECE) if position + PIECE < len(body) else None
+        limit = boundary.start() + 1 if boundary is not None else len(body)
+        end = array.end.search(body, position, limit + 1)
+        if end is not None:  # the last piece
+            yield view[position : end.start() + 1], first
+            close = end
+            break
+        if boundary is None:
+            raise InvalidInput(f"{array.key}: the array is not closed (the body ends inside it)")
+        piece = view[position : boundary.start() + 1]
+        yield piece, first
+        first += _items_in(piece, array)
+        position = boundary.end() - 1
+    _check_rest(body, found.end() - 1, close.end(), array.key)
+
+
+def _items_in(piece: memoryview, array: _Array) -> int:
+    return len(array.between.findall(piece)) + 1
+
+
+def _check_rest(body: Body, array_start: int, array_end: int, key: str) -> None:
+    """The document without the array must be small, valid, and hold the array as its one ``key``."""
+    token = secrets.token_hex(16)
+    rest = bytes(body[:array_start]) + b'"' + token.encode() + b'"' + bytes(body[array_end:])
+    if len(rest) > REST_LIMIT:
+        raise InvalidInput(f"body: besides '{key}', at most {REST_LIMIT:,} bytes of JSON are accepted", 413)
+    data = validation.parse_json(rest)
+    if type(data) is not dict or data.get(key) != token:
+        raise InvalidInput(f"body: expected a JSON object whose '{key}' field is the array of items")
+
+
+def _parse_piece(piece: memoryview) -> Any:
+    try:
+        return orjson.loads(b"[" + bytes(piece) + b"]")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"body: not valid JSON ({exc})") from None
+
+
+def _plain_integers(piece: memoryview, width: int) -> np.ndarray | None:
+    """``[a,b,...],[c,...]`` of plain integers 0..255, ``width`` per item, as uint8 rows; None for anything else."""
+    chars = np.frombuffer(piece, dtype=np.uint8)
+    kinds = _CLASS[chars]
+    if not len(kinds) or kinds.max() == _OTHER:
+        return None
+    digit = kinds == _DIGIT
+    starts_mask = digit.copy()
+    starts_mask[1:] &= ~digit[:-1]
+    ends_mask = digit.copy()
+    ends_mask[:-1] &= ~digit[1:]
+    starts, ends = np.flatnonzero(starts_mask), np.flatnonzero(ends_mask)
+    n = len(starts) // width
+    if n == 0 or len(starts) != n * width:
+        return None
+    length = ends - starts + 1
+    if length.max() > 3:
+        return None  # out of range: the slow path names the value
+    value = chars[starts].astype(np.int16) - 48
+    if ((length > 1) & (value == 0)).any():
+        return None  # a leading zero is not JSON: the slow path says so
+    last = len(chars) - 1
+    for k in (1, 2):
+        more = length > k
+        value = np.where(more, value * 10 + chars[np.minimum(starts + k, last)].astype(np.int16) - 48, value)
+    if value.max() > 255:
+        return None
+    kinds[digit & ~starts_mask] = 0  # one token per number
+    tokens = kinds[kinds != 0]
+    one = np.concatenate(([_OPEN], np.tile([_DIGIT, _COMMA], width - 1), [_DIGIT, _CLOSE, _COMMA])).astype(np.uint8)
+    expected = np.tile(one, n)[:-1]
+    if tokens.shape != expected.shape or not np.array_equal(tokens, expected):
+        return None
+    return value.astype(np.uint8).reshape(n, width)
+

@@ -1,0 +1,95 @@
+"""Uploads with a bounded cost: the multipart body read in memory, and a few decodes at a time per process.
+
+Starlette's form parser spools file parts over 1 MB to temporary files; here the body (already
+limited to ``max_upload_bytes``) is parsed in memory by python-multipart's low-level parser and
+only the ``file`` part is kept. Decoding runs in a thread, at most ``image_decoders`` at once per
+process: past that the upload is answered 503 with ``Retry-After`` at once, instead of queueing
+work (and memory) without end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.exceptions import HTTPException
+
+from .body_limit import RETRY_AFTER
+from .validation import InvalidInput
+
+MAX_PARTS = 8
+
+
+class DecodeSlots:
+    """Concurrent image decodes of this process (only the event loop counts them: no lock)."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.busy = 0
+        self.refused = 0
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """A slot for one decode, or 503 with Retry-After when all are taken."""
+        if self.busy >= self.slots:
+            self.refused += 1
+            detail = f"file: {self.busy} uploads are being decoded, the most this service takes at once; retry later"
+            raise HTTPException(503, detail, headers={"Retry-After": RETRY_AFTER})
+        self.busy += 1
+        try:
+            yield
+        finally:
+            self.busy -= 1
+
+
+def form_file(body: bytes | bytearray, content_type: str, field: str = "file") -> bytes:
+    """The bytes of the part named ``field`` of a ``multipart/form-data`` body."""
+    media, options = parse_options_header(content_type)
+    if media != b"multipart/form-data":
+        shown = media.decode("latin-1") or "none"
+        raise InvalidInput(f"body: expected multipart/form-data with a '{field}' part (a PNG or JPEG), "
+                           f"got Content-Type {shown}", 415)  # fmt: skip
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise InvalidInput("body: multipart/form-data without a boundary")
+    parts: list[tuple[bytes | None, bytearray]] = []
+    header: list[bytes] = [b"", b""]
+    current: dict[str, bytes | None] = {"name": None}
+
+    def on_part_begin() -> None:
+        if len(parts) >= MAX_PARTS:
+            raise InvalidInput(f"body: more than {MAX_PARTS} form parts")
+        current["name"] = None
+        parts.append((None, bytearray()))
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header[0] += bytes(data[start:end])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header[1] += bytes(data[start:end])
+
+    def on_header_end() -> None:
+        if header[0].lower() == b"content-disposition":
+            _, params = parse_options_header(header[1])
+            parts[-1] = (params.get(b"name"), parts[-1][1])
+        header[0], header[1] = b"", b""
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if parts[-1][0] == field.encode():  # only the file is kept
+            parts[-1][1].extend(data[start:end])
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
+        "on_header_end": on_header_end, "on_part_data": on_part_data,
+    })  # fmt: skip
+    try:
+        parser.write(body)  # type: ignore[arg-type]  # a bytearray is read the same way
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise InvalidInput(f"body: invalid multipart/form-data ({exc})") from None
+    for name, data in parts:
+        if name == field.encode():
+            return bytes(data)
+    raise InvalidInput(f"{field}: field required (a multipart/form-data part named '{field}')")
