@@ -120,4 +120,5 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             gc.freeze()
             yield
     finally:
+        app.state.decoders.close()
         await client.aclose()

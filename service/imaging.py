@@ -20,7 +20,7 @@ from digitstream.protocol import N_PIXELS
 MAX_IMAGE_PIXELS = 4_000_000  # the default of Settings.max_image_pixels: a 2000x2000 picture
 FORMATS = ("PNG", "JPEG")  # the only decoders Pillow may try (an MPO is a camera's JPEG: its first picture)
 ACCEPTED = frozenset({"PNG", "JPEG", "MPO"})
-WORK_PIXELS = 1_000_000  # the picture is shrunk to at most this many pixels before any float copy
+WORK_PIXELS = 500_000  # the picture is shrunk to at most this many pixels before any float copy
 WORK_SIDE = 2048  # ... and to at most this many pixels on its longer side (a one-row picture)
 ORIENTATION = 0x0112  # the EXIF tag of a camera's rotation
 BOX = 20
@@ -87,7 +87,8 @@ def decode_grey(data: bytes | bytearray, field: str = "file", max_pixels: int = 
 OTHER_FORMATS = (
     (b"GIF8", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"8BPS", "PSD"),
     (b"\x00\x00\x01\x00", "ICO"), (b"%!PS", "EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"qoif", "QOI"),
-) + tuple((f"P{i}".encode(), "PNM") for i in range(1, 8))  # fmt: skip
+    *((f"P{i}".encode(), "PNM") for i in range(1, 8)),
+)  # fmt: skip
 
 
 def _other_format(data: bytes | bytearray) -> str | None:

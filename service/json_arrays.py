@@ -54,14 +54,14 @@ IMAGES = _Array("images", b"[", b"]")
 SAMPLES = _Array("samples", b"{", b"}")
 
 
-def read_images(body: Body, max_batch: int) -> np.ndarray:
+def read_images(body: Body, max_batch: int, *, whole_limit: int = WHOLE_LIMIT, piece_size: int = PIECE) -> np.ndarray:
     """The (n, 784) uint8 images of a JSON ``{"images": [[784 integers], ...]}`` body."""
-    if len(body) <= WHOLE_LIMIT:
+    if len(body) <= whole_limit:
         data = validation.parse_json(body)
         return validation.images(validation.get_field(data, "images"), max_batch)
     parts: list[np.ndarray] = []
     count = 0
-    for piece, first in _pieces(body, IMAGES):
+    for piece, first in _pieces(body, IMAGES, piece_size):
         images = _plain_integers(piece, N_PIXELS)
         if images is None:
             images = validation.images(_parse_piece(piece), max_batch, start=first)
@@ -71,15 +71,17 @@ def read_images(body: Body, max_batch: int) -> np.ndarray:
     return _joined(parts, count, "images", max_batch, np.empty((0, N_PIXELS), dtype=np.uint8))
 
 
-def read_samples(body: Body, max_batch: int) -> tuple[np.ndarray, np.ndarray]:
+def read_samples(
+    body: Body, max_batch: int, *, whole_limit: int = WHOLE_LIMIT, piece_size: int = PIECE
+) -> tuple[np.ndarray, np.ndarray]:
     """(images (n, 784) uint8, labels (n,)) of a JSON ``{"samples": [{"pixels": ..., "label": ...}, ...]}`` body."""
-    if len(body) <= WHOLE_LIMIT:
+    if len(body) <= whole_limit:
         data = validation.parse_json(body)
         return validation.samples(validation.get_field(data, "samples"), max_batch)
     images: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     count = 0
-    for piece, first in _pieces(body, SAMPLES):
+    for piece, first in _pieces(body, SAMPLES, piece_size):
         piece_images, piece_labels = validation.samples(_parse_piece(piece), max_batch, start=first)
         count += len(piece_labels)
         _check_count(count, max_batch, "samples")
@@ -99,7 +101,7 @@ def _check_count(count: int, max_batch: int, name: str) -> None:
         raise InvalidInput(f"{name}: more than {max_batch} items exceed the maximum batch of {max_batch}", 413)
 
 
-def _pieces(body: Body, array: _Array) -> Iterator[tuple[memoryview, int]]:
+def _pieces(body: Body, array: _Array, piece_size: int = PIECE) -> Iterator[tuple[memoryview, int]]:
     """The array's items as pieces of about ``PIECE`` bytes (each a comma-separated run of whole items).
 
     Yields (piece, index of its first item); then checks the rest of the document.
@@ -113,7 +115,8 @@ def _pieces(body: Body, array: _Array) -> Iterator[tuple[memoryview, int]]:
     close = array.empty.match(body, position)
     first = 0
     while close is None:
-        boundary = array.between.search(body, position + PIECE) if position + PIECE < len(body) else None
+        ahead = position + piece_size
+        boundary = array.between.search(body, ahead) if ahead < len(body) else None
         limit = boundary.start() + 1 if boundary is not None else len(body)
         end = array.end.search(body, position, limit + 1)
         if end is not None:  # the last piece
@@ -152,37 +155,47 @@ def _parse_piece(piece: memoryview) -> Any:
 
 
 def _plain_integers(piece: memoryview, width: int) -> np.ndarray | None:
-    """``[a,b,...],[c,...]`` of plain integers 0..255, ``width`` per item, as uint8 rows; None for anything else."""
+    """``[a,b,...],[c,...]`` of plain integers 0..255, ``width`` per item, as uint8 rows; None for anything else.
+
+    Numbers are runs of digits; the structure is checked on the separators alone: per item ``[``,
+    ``width - 1`` commas, ``]``, then a comma before the next item, and the k-th number of an
+    item between its k-th and (k+1)-th separator.
+    """
     chars = np.frombuffer(piece, dtype=np.uint8)
     kinds = _CLASS[chars]
     if not len(kinds) or kinds.max() == _OTHER:
         return None
     digit = kinds == _DIGIT
-    starts_mask = digit.copy()
-    starts_mask[1:] &= ~digit[:-1]
-    ends_mask = digit.copy()
-    ends_mask[:-1] &= ~digit[1:]
-    starts, ends = np.flatnonzero(starts_mask), np.flatnonzero(ends_mask)
+    edge = np.flatnonzero(digit[1:] != digit[:-1]) + 1  # where runs of digits start or stop
+    if digit[0] or digit[-1]:
+        return None  # a piece starts with "[" and ends with "]"
+    starts, ends = edge[0::2], edge[1::2] - 1
     n = len(starts) // width
-    if n == 0 or len(starts) != n * width:
+    if n == 0 or len(starts) != n * width or len(ends) != len(starts):
         return None
     length = ends - starts + 1
     if length.max() > 3:
         return None  # out of range: the slow path names the value
-    value = chars[starts].astype(np.int16) - 48
-    if ((length > 1) & (value == 0)).any():
-        return None  # a leading zero is not JSON: the slow path says so
-    last = len(chars) - 1
-    for k in (1, 2):
-        more = length > k
-        value = np.where(more, value * 10 + chars[np.minimum(starts + k, last)].astype(np.int16) - 48, value)
-    if value.max() > 255:
+    separators = np.flatnonzero(kinds >= _COMMA)
+    per_item = width + 2  # "[", width - 1 commas, "]", and the comma after the item
+    if len(separators) != n * per_item - 1:
         return None
-    kinds[digit & ~starts_mask] = 0  # one token per number
-    tokens = kinds[kinds != 0]
-    one = np.concatenate(([_OPEN], np.tile([_DIGIT, _COMMA], width - 1), [_DIGIT, _CLOSE, _COMMA])).astype(np.uint8)
-    expected = np.tile(one, n)[:-1]
-    if tokens.shape != expected.shape or not np.array_equal(tokens, expected):
+    sep_kinds = np.append(kinds[separators], _COMMA).reshape(n, per_item)
+    if not np.array_equal(sep_kinds, _separator_template(width, n)):
         return None
+    grid = np.append(separators, 0).reshape(n, per_item)
+    after_opening = (grid[:, :width] < starts.reshape(n, width)).all()
+    if not (after_opening and (ends.reshape(n, width) < grid[:, 1 : width + 1]).all()):
+        return None
+    digits = chars.astype(np.int16) - 48
+    value = digits[ends].copy()
+    value[length > 1] += 10 * digits[ends[length > 1] - 1]
+    value[length > 2] += 100 * digits[ends[length > 2] - 2]
+    if value.max() > 255 or (digits[starts][length > 1] == 0).any():
+        return None  # too large, or a leading zero (not JSON): the slow path names it
     return value.astype(np.uint8).reshape(n, width)
 
+
+def _separator_template(width: int, n: int) -> np.ndarray:
+    one = np.concatenate(([_OPEN], np.full(width - 1, _COMMA), [_CLOSE, _COMMA])).astype(np.uint8)
+    return np.broadcast_to(one, (n, width + 2))

@@ -9,8 +9,13 @@ work (and memory) without end.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -20,28 +25,46 @@ from .body_limit import RETRY_AFTER
 from .validation import InvalidInput
 
 MAX_PARTS = 8
+NICE = 10
+T = TypeVar("T")
 
 
 class DecodeSlots:
-    """Concurrent image decodes of this process (only the event loop counts them: no lock)."""
+    """Image decodes of this process: at most ``slots`` at once, in their own low-priority threads.
+
+    Only the event loop counts them (no lock). The threads run at a lower CPU priority (nice
+    ``NICE``, Linux): on a busy machine the event loop, hence /predict, is served first.
+    """
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
         self.busy = 0
         self.refused = 0
+        self._executor: ThreadPoolExecutor | None = None
 
-    @contextmanager
-    def hold(self) -> Iterator[None]:
-        """A slot for one decode, or 503 with Retry-After when all are taken."""
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)`` in a decode thread, or 503 with Retry-After when all slots are taken."""
         if self.busy >= self.slots:
             self.refused += 1
             detail = f"file: {self.busy} uploads are being decoded, the most this service takes at once; retry later"
             raise HTTPException(503, detail, headers={"Retry-After": RETRY_AFTER})
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.slots, "decode", initializer=_lower_priority)
         self.busy += 1
         try:
-            yield
+            return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
         finally:
             self.busy -= 1
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+
+def _lower_priority() -> None:
+    with contextlib.suppress(AttributeError, OSError):  # Linux: a thread id is a process id to setpriority
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
 
 
 def form_file(body: bytes | bytearray, content_type: str, field: str = "file") -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import orjson
 from anyio import to_thread
 from fastapi import FastAPI, Request, Response
@@ -85,9 +86,9 @@ def register(api: FastAPI, settings: Settings) -> None:
         """
         state = request.app.state
         model = state.holder.require()
-        data = form_file(await validation.read_body(request), request.headers.get("content-type", ""))
-        with state.decoders.hold():
-            image = await to_thread.run_sync(to_mnist, data, "file", max_pixels)
+        body = await validation.read_body(request)
+        content_type = request.headers.get("content-type", "")
+        image = await state.decoders.run(_upload_to_mnist, body, content_type, max_pixels)
         return await _single_answer(state, model, image.tobytes())
 
     fast_post(
@@ -95,6 +96,11 @@ def register(api: FastAPI, settings: Settings) -> None:
         tags=["predict"], response_model=Prediction, summary="Predict an uploaded PNG/JPEG",
         openapi_extra=upload_body(max_pixels), responses=errors(413, 415, 422, 503),
     )  # fmt: skip
+
+
+def _upload_to_mnist(body: bytes | bytearray, content_type: str, max_pixels: int) -> np.ndarray:
+    """The MNIST-like input of the ``file`` part of a multipart upload (in a decode thread)."""
+    return to_mnist(form_file(body, content_type), "file", max_pixels)
 
 
 async def _single_answer(state: State, model: ServedModel, pixels: bytes) -> Response:
