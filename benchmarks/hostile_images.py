@@ -144,7 +144,7 @@ def jpeg(mode: str, width: int, height: int, **options: object) -> bytes:
     return encode(_canvas(mode, width, height), "JPEG", quality=50, **options)
 
 
-def _jpeg_declaring(width: int, height: int) -> bytes:
+def jpeg_declaring(width: int, height: int) -> bytes:
     """A tiny JPEG whose frame header (SOF0) claims ``width`` x ``height``: the data is cut short."""
     small = jpeg("L", 16, 16)
     sof = small.index(b"\xff\xc0")
@@ -203,7 +203,7 @@ def _refused(w: int, h: int) -> Iterator[Upload]:
     """Formats and headers no service should decode, whatever their size."""
     yield Upload("PNG declaring 100,000 x 100,000", png(100_000, 100_000, 0, 1, rows=16), "image/png",
                  100_000, 100_000, accepted=False)  # fmt: skip
-    yield Upload("JPEG declaring 65,000 x 65,000", _jpeg_declaring(65_000, 65_000), "image/jpeg", 65_000, 65_000,
+    yield Upload("JPEG declaring 65,000 x 65,000", jpeg_declaring(65_000, 65_000), "image/jpeg", 65_000, 65_000,
                  accepted=False)  # fmt: skip
     yield Upload("PNG with a 64 MB zTXt text bomb", png(100, 100, text_bomb=64 << 20), "image/png", 100, 100,
                  accepted=False)  # fmt: skip

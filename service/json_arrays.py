@@ -64,7 +64,7 @@ def read_images(body: Body, max_batch: int, *, whole_limit: int = WHOLE_LIMIT, p
     for piece, first in _pieces(body, IMAGES, piece_size):
         images = _plain_integers(piece, N_PIXELS)
         if images is None:
-            images = validation.images(_parse_piece(piece), max_batch, start=first)
+            images = validation.images(_parse_piece(piece, "images", first), max_batch, start=first)
         count += len(images)
         _check_count(count, max_batch, "images")
         parts.append(images)
@@ -82,7 +82,7 @@ def read_samples(
     labels: list[np.ndarray] = []
     count = 0
     for piece, first in _pieces(body, SAMPLES, piece_size):
-        piece_images, piece_labels = validation.samples(_parse_piece(piece), max_batch, start=first)
+        piece_images, piece_labels = validation.samples(_parse_piece(piece, "samples", first), max_batch, start=first)
         count += len(piece_labels)
         _check_count(count, max_batch, "samples")
         images.append(piece_images)
@@ -147,11 +147,12 @@ def _check_rest(body: Body, array_start: int, array_end: int, key: str) -> None:
         raise InvalidInput(f"body: expected a JSON object whose '{key}' field is the array of items")
 
 
-def _parse_piece(piece: memoryview) -> Any:
+def _parse_piece(piece: memoryview, key: str, first: int) -> Any:
     try:
         return orjson.loads(b"[" + bytes(piece) + b"]")
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"body: not valid JSON ({exc})") from None
+        detail = f"{key}: from item {first} on, not valid JSON or not a flat array per item ({exc.msg})"
+        raise InvalidInput(detail) from None
 
 
 def _plain_integers(piece: memoryview, width: int) -> np.ndarray | None:

@@ -122,7 +122,7 @@ def bound_everywhere(make_settings: Callable[..., Settings], write: Callable[...
 def test_without_a_key_clients_from_other_machines_cannot_write_even_if_the_settings_say_loopback(
     bound_everywhere: tuple[Settings, int]
 ) -> None:
-    settings, port = bound_everywhere
+    _, port = bound_everywhere
     address = primary_address()
     if address is None:
         pytest.skip("this machine has no non-loopback IPv4 address")
@@ -253,7 +253,7 @@ class EvilSite:
         body = html.encode()
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802  (the standard library's name)
+            def do_GET(self) -> None:  # the standard library's name
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html")
                 self.send_header("Content-Length", str(len(body)))
@@ -304,7 +304,8 @@ def test_a_prediction_takes_one_label_even_across_replicas_at_once(
         barrier = threading.Barrier(4)
         answers: list[int] = []
 
-        def give(server: LiveServer, label: int) -> None:
+        def give(server: LiveServer, label: int, body: dict[str, Any] = body, barrier: threading.Barrier = barrier,
+                 answers: list[int] = answers) -> None:  # fmt: skip
             barrier.wait()
             answers.append(server.post("/feedback", json={**body, "label": label}).status_code)
 

@@ -17,7 +17,7 @@ from ..imaging import to_mnist
 from ..json_arrays import read_images
 from ..model_holder import ServedModel
 from ..schemas import BatchPrediction, Prediction, batch_body, predict_body, upload_body
-from ..uploads import form_file
+from ..uploads import form_file, give_memory_back
 from .fast_route import fast_post
 from .responses import errors
 
@@ -100,7 +100,10 @@ def register(api: FastAPI, settings: Settings) -> None:
 
 def _upload_to_mnist(body: bytes | bytearray, content_type: str, max_pixels: int) -> np.ndarray:
     """The MNIST-like input of the ``file`` part of a multipart upload (in a decode thread)."""
-    return to_mnist(form_file(body, content_type), "file", max_pixels)
+    try:
+        return to_mnist(form_file(body, content_type), "file", max_pixels)
+    finally:
+        give_memory_back()
 
 
 async def _single_answer(state: State, model: ServedModel, pixels: bytes) -> Response:
