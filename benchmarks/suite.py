@@ -92,7 +92,7 @@ def run(data_dir: Path, sizes: Sizes, echo: Callable[[str], None] = print) -> di
     """Run every part on one embedded redis-server; returns their reports and the run's context."""
     import redis
 
-    from digitstream.benchmarks import learners, machine, publisher, service, worker_ingest
+    from digitstream.benchmarks import learners, machine, publisher, service, uploads, worker_ingest
     from digitstream.clients.embedded_redis import RedisServer
 
     started = time.perf_counter()
@@ -127,6 +127,17 @@ def run(data_dir: Path, sizes: Sizes, echo: Callable[[str], None] = print) -> di
                     server=server,
                 ),
                 service.report_text,
+            ),
+            (
+                "uploads",
+                lambda: uploads.run(
+                    1_000_000 if sizes.quick else 4_000_000,
+                    duration=sizes.load_seconds,
+                    batches=not sizes.quick,
+                    server=server,
+                    repeats=1 if sizes.quick else 3,
+                ),
+                uploads.report_text,
             ),
         ]
         for name, part, text in parts:
@@ -203,7 +214,31 @@ def goals(report: dict[str, Any]) -> list[Goal]:
              batch_rate >= service.GOAL_BATCH_RATE),
         Goal("freshness: XADD -> served model has learned it", f"median <= {service.GOAL_FRESHNESS_S:g} s",
              f"{fresh:.3f} s", fresh <= service.GOAL_FRESHNESS_S),
+        *upload_goals(report["uploads"]),
     ]  # fmt: skip
+
+
+def upload_goals(report: dict[str, Any]) -> list[Goal]:
+    """Issue 14's: what an anonymous upload or batch may cost, /predict's p99 under an upload flood."""
+    from digitstream.benchmarks import uploads
+
+    up, met = report["uploads"], uploads.goals_met(report)
+    out = [
+        Goal("crafted upload: extra peak RSS of the API (worst file)", f"<= {uploads.GOAL_UPLOAD_MB:g} MB",
+             f"{up['worst_extra_peak_mb']:.0f} MB", met["upload_memory"]),
+        Goal("crafted upload: CPU of the API (worst file, median)", f"<= {uploads.GOAL_UPLOAD_CPU_MS:g} ms",
+             f"{up['worst_cpu_ms']:.0f} ms", met["upload_cpu"]),
+    ]
+    if "batches" in report:
+        b = report["batches"]
+        out.append(Goal(f"{b['in_flight']} maximum JSON batches at once: extra peak RSS",
+                        f"<= {uploads.GOAL_BATCH_MB:g} MB, refusals with Retry-After",
+                        f"{b['extra_peak_mb']:.0f} MB, {b['statuses']}", met["batch_memory"]))
+    if "flood" in report:
+        p99 = report["flood"]["under_uploads"]["p99_ms"]
+        out.append(Goal(f"POST /predict p99 while {uploads.UPLOADERS} connections post uploads",
+                        f"<= {uploads.GOAL_P99_MS:g} ms", f"{p99:.1f} ms", met["p99_under_uploads"]))
+    return out
 
 
 def headline(report: dict[str, Any]) -> str:
@@ -264,7 +299,7 @@ def write_plots(report: dict[str, Any], out: Path) -> dict[str, Path]:
 
 def markdown(report: dict[str, Any], pictures: dict[str, Path], out: Path, command: str) -> str:
     """BENCHMARKS.md."""
-    from digitstream.benchmarks import learners, publisher, service, worker_ingest
+    from digitstream.benchmarks import learners, publisher, service, uploads, worker_ingest
 
     m = report["machine"]
     items = goals(report)
@@ -345,6 +380,14 @@ A `digitstream worker` and a `digitstream serve` in their own processes, the loa
 
 ![served-model freshness]({link["freshness"]})
 
+## What an anonymous request costs
+
+Crafted uploads (`benchmarks/hostile_images.py`: small files of huge images, every PNG and JPEG
+mode, refused formats), maximum JSON batches and /predict under an upload flood, measured on a
+`digitstream serve` process from /proc.
+
+{uploads.report_text(report["uploads"])}
+
 ## Reproduce
 
 ```bash
@@ -353,7 +396,7 @@ digitstream bench                 # or: python -m digitstream.benchmarks.suite; 
 ```
 
 Each part also runs alone: `python benchmarks/learners.py`, `python benchmarks/worker_ingest.py`,
-`python benchmarks/publisher.py`, `python benchmarks/service.py`. The endurance run is
+`python benchmarks/publisher.py`, `python benchmarks/service.py`, `python benchmarks/uploads.py`. The endurance run is
 `python -m digitstream.benchmarks.endurance --minutes 10` (see docs/benchmarks.md).
 """
 

@@ -234,13 +234,14 @@ def costliest(rows: list[dict[str, Any]], uploads: list[Upload]) -> Upload:
 
 
 def run(pixels: int = 4_000_000, duration: float = 5.0, flood: bool = True, batches: bool = True,
-        server: RedisServer | None = None) -> dict[str, Any]:  # fmt: skip
+        server: RedisServer | None = None, repeats: int = 3) -> dict[str, Any]:  # fmt: skip
+    """Everything; ``server``: an already running redis-server to use (it is emptied)."""
     uploads = list(hostile_uploads(pixels))
     report: dict[str, Any] = {"pixels": pixels}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         with served(workdir, server=server) as (url, meter):
-            report["uploads"] = upload_costs(url, meter, uploads)
+            report["uploads"] = upload_costs(url, meter, uploads, repeats)
         if batches:
             with served(workdir, server=server) as (url, meter):
                 report["batches"] = json_batches(url, meter)

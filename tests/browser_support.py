@@ -44,12 +44,19 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
-    """``open_page(url, width=1280, height=1000)``: a fresh page; JavaScript errors fail the test."""
+    """``open_page(url, width=1280, height=1000, csp=False)``: a fresh page; JavaScript errors fail the test.
+
+    Playwright's ``wait_for_function`` evaluates its predicate with ``eval``, which the dashboard's
+    Content-Security-Policy forbids; pages are therefore opened with the CSP bypassed unless
+    ``csp=True`` (tests/test_security_writes.py uses the dashboard under its CSP).
+    """
     contexts: list[Any] = []
     errors: list[str] = []
 
-    def open_(url: str, width: int = 1280, height: int = 1000) -> Any:
-        context = browser.new_context(viewport={"width": width, "height": height}, service_workers="block")
+    def open_(url: str, width: int = 1280, height: int = 1000, csp: bool = False) -> Any:
+        context = browser.new_context(
+            viewport={"width": width, "height": height}, service_workers="block", bypass_csp=not csp
+        )
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(15_000)

@@ -347,6 +347,23 @@ def test_the_dashboard_has_a_csp_and_the_api_nosniff(live: LiveServer) -> None:
         assert response.headers["x-content-type-options"] == "nosniff"
 
 
+def test_the_dashboard_works_under_its_csp(live: LiveServer, open_page: Callable[..., Any]) -> None:
+    expect = pytest.importorskip("playwright.sync_api").expect
+    page = open_page(live.url, csp=True)
+    violations: list[str] = []
+    page.on("console", lambda message: violations.append(message.text) if "Content Security Policy" in message.text
+            else None)  # fmt: skip
+    page.reload()
+    expect(page.locator("#stat-version")).to_have_attribute("data-value", "1")
+    pad = page.locator("#pad").bounding_box()
+    page.mouse.move(pad["x"] + pad["width"] * 0.5, pad["y"] + pad["height"] * 0.2)
+    page.mouse.down()
+    page.mouse.move(pad["x"] + pad["width"] * 0.5, pad["y"] + pad["height"] * 0.8, steps=12)
+    page.mouse.up()
+    expect(page.locator("#prediction")).not_to_have_text("?", timeout=15_000)  # /predict/image answered
+    assert not violations, violations
+
+
 def test_the_workers_hostname_and_pid_show_only_to_callers_that_may_write(
     make_app: Callable[..., LiveServer], write: Callable[..., int], trained: DeltaRuleLearner,
     redis_client: redis.Redis,
