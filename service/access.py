@@ -93,8 +93,8 @@ class Access:
         self.listen = settings.host
         self.loopback_service = is_loopback(settings.host)
         hosts = {host_name(h) for h in settings.allowed_hosts}
-        if _is_specific_address(settings.host):
-            hosts.add(host_name(settings.host))  # the address it listens on is never a rebinding name
+        if not _is_unspecified(settings.host):
+            hosts.add(host_name(settings.host))  # the address or name it listens on is the operator's own
         self.any_host = "*" in hosts
         self.hosts = frozenset(hosts)
         self.origins = frozenset(o.rstrip("/").lower() for o in settings.cors_origins)
@@ -235,8 +235,9 @@ def _has_body(scope: Scope) -> bool:
     return _header(scope, b"transfer-encoding") is not None
 
 
-def _is_specific_address(host: str) -> bool:
+def _is_unspecified(host: str) -> bool:
+    """``0.0.0.0``, ``::`` or empty: every interface, which names nothing."""
     try:
-        return not ipaddress.ip_address(host.strip("[]")).is_unspecified
+        return not host or ipaddress.ip_address(host.strip("[]")).is_unspecified
     except ValueError:
         return False
