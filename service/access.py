@@ -6,9 +6,10 @@ and then only to clients on this machine: a service on ``0.0.0.0`` without a key
 saying how to enable them, and predictions keep working. A page of another site cannot write
 through the user's browser: a foreign ``Origin`` is refused on every request, a write body must be
 ``application/json`` (a cross-site form or ``text/plain`` post, which needs no CORS preflight, gets
-415), and the ``Host`` header must name this service (``allowed_hosts``), which defeats DNS
-rebinding. Writes are rate-limited per client address (a token bucket; clients on this machine
-are exempt unless ``rate_limit_loopback``). Every answer carries ``X-Content-Type-Options: nosniff``.
+415), and the ``Host`` header must name this service (``allowed_hosts``; health probes and metrics
+excepted), which defeats DNS rebinding. Writes are rate-limited per client address (a token
+bucket; clients on this machine are exempt unless ``rate_limit_loopback``). Every answer carries
+``X-Content-Type-Options: nosniff``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from digitstream.settings import Settings
 from .body_limit import reject
 
 WRITE_PATHS = frozenset({"/feedback", "/samples", "/model/pin", "/model/unpin"})
+# Probes and scrapers name the service by its address (Kubernetes, Prometheus); what they read is harmless.
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
 JSON_TYPES = frozenset({"application/json"})
 NOSNIFF = (b"x-content-type-options", b"nosniff")
@@ -115,7 +118,7 @@ class Access:
     def refusal(self, scope: Scope) -> tuple[int, str, dict[str, str]] | None:
         """(status, detail, headers) when the request is refused before it reaches the app, else None."""
         host = _header(scope, b"host")
-        if host is not None and not self.any_host:
+        if host is not None and not self.any_host and scope["path"] not in PROBES:
             name = host_name(host.decode("latin-1"))
             if name not in self.hosts:
                 return 400, (

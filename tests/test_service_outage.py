@@ -62,6 +62,7 @@ def test_predictions_survive_a_redis_outage_and_writes_recover_with_it(
     assert ready.json()["redis"] == "unreachable" and ready.json()["model_version"] == 1
     during = server_on.predict(image)  # served from memory
     assert during["probabilities"] == before["probabilities"] and during["model_version"] == 1
+    unused = server_on.predict(image)  # no feedback will take this one: it must reach Redis later
     batch = server_on.post("/predict/batch", json={"images": [image.tolist()]})
     assert batch.status_code == 200
     assert server_on.get("/model").status_code == 200
@@ -78,12 +79,13 @@ def test_predictions_survive_a_redis_outage_and_writes_recover_with_it(
 
     own_redis.start()
     wait_for(lambda: server_on.get("/readyz").json()["status"] == "ready")  # by itself, no restart
-    # The prediction made during the outage was kept and is written now: feedback works again.
+    # The predictions made during the outage were kept: feedback works again, and the others are written.
     receipt = server_on.post("/feedback", json={"prediction_id": during["prediction_id"], "label": 3})
     assert receipt.status_code == 200
     client = redis.Redis.from_url(own_redis.url)
     try:
-        wait_for(lambda: client.exists(f"digitstream:prediction:{during['prediction_id']}"))
+        wait_for(lambda: client.exists(f"digitstream:prediction:{unused['prediction_id']}"))
+        assert client.exists(f"digitstream:prediction:{during['prediction_id']}:used")  # taken: one label each
         assert client.xlen("digitstream:samples") == 1
         snapshot_writer(client, server_on.settings)(trained)  # and new snapshots are followed again
         server_on.wait_for_version(2)
