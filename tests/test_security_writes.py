@@ -23,6 +23,7 @@ import uvicorn
 
 from digitstream.clients.embedded_redis import free_port
 from digitstream.clients.prediction import PredictionClient
+from digitstream.contracts import WorkerStatus
 from digitstream.learner import DeltaRuleLearner
 from digitstream.protocol import N_PIXELS
 from digitstream.service.app import create_app
@@ -373,13 +374,14 @@ def test_the_workers_hostname_and_pid_show_only_to_callers_that_may_write(
 ) -> None:  # fmt: skip
     write(trained)
     server = make_app(api_key="k3y-for-tests")
-    status = {"worker_id": "db-host-7:4242:9f3a1c2e", "state": "running", "lag": 0}
-    redis_client.set(server.settings.keys.worker_status, json.dumps(status), px=60_000)
+    status = WorkerStatus(worker_id="db-host-7:4242:9f3a1c2e", state="active", model="digitstream",
+                          samples_learned=3000, last_id="1-0", updated_at=time.time(), lag=0)  # fmt: skip
+    redis_client.set(server.settings.keys.worker_status, json.dumps(status.to_json()), px=60_000)
     deadline = time.monotonic() + 5
     while server.get("/model").json().get("worker") is None and time.monotonic() < deadline:
         time.sleep(0.05)
     anonymous = server.get("/model").json()["worker"]
-    assert anonymous["worker_id"] == "hidden:9f3a1c2e" and anonymous["state"] == "running"
+    assert anonymous["worker_id"] == "hidden:9f3a1c2e" and anonymous["state"] == "active"
     assert "db-host-7" not in server.get("/model").text
     keyed = server.get("/model", headers={"X-API-Key": "k3y-for-tests"}).json()["worker"]
     assert keyed["worker_id"] == "db-host-7:4242:9f3a1c2e"
