@@ -185,6 +185,7 @@ def hostile_uploads(pixels: int, *, refused_formats: bool = True) -> Iterator[Up
         ("JPEG RGB 4:4:4", "RGB", {"subsampling": 0}),
         ("JPEG CMYK", "CMYK", {}),
         ("JPEG progressive grey", "L", {"progressive": True}),
+        ("JPEG progressive RGB 4:2:0", "RGB", {"progressive": True}),
         ("JPEG progressive RGB 4:4:4", "RGB", {"progressive": True, "subsampling": 0}),
         ("JPEG progressive CMYK", "CMYK", {"progressive": True}),
     ]

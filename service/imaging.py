@@ -21,6 +21,7 @@ MAX_IMAGE_PIXELS = 4_000_000  # the default of Settings.max_image_pixels: a 2000
 FORMATS = ("PNG", "JPEG")  # the only decoders Pillow may try (an MPO is a camera's JPEG: its first picture)
 ACCEPTED = frozenset({"PNG", "JPEG", "MPO"})
 WORK_PIXELS = 500_000  # the picture is shrunk to at most this many pixels before any float copy
+PROGRESSIVE_SAMPLES = 8_000_000  # a 4-megapixel progressive JPEG in colour (4:2:0) holds 6 M
 WORK_SIDE = 2048  # ... and to at most this many pixels on its longer side (a one-row picture)
 ORIENTATION = 0x0112  # the EXIF tag of a camera's rotation
 BOX = 20
@@ -65,6 +66,7 @@ def decode_grey(data: bytes | bytearray, field: str = "file", max_pixels: int = 
                 raise ImageError(f"{field}: image too large ({width}x{height} pixels, limit {max_pixels:,}): "
                                  "send a smaller picture of the digit", 413)  # fmt: skip
             if image.format != "PNG":
+                _check_progressive(image, field)
                 factor = _factor(width, height)
                 image.draft("L" if image.mode in ("L", "RGB", "YCbCr") else image.mode,
                             (math.ceil(width / factor), math.ceil(height / factor)))  # fmt: skip
@@ -89,6 +91,23 @@ OTHER_FORMATS = (
     (b"\x00\x00\x01\x00", "ICO"), (b"%!PS", "EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"qoif", "QOI"),
     *((f"P{i}".encode(), "PNM") for i in range(1, 8)),
 )  # fmt: skip
+
+
+def _check_progressive(image: Image.Image, field: str) -> None:
+    """A progressive JPEG holds every coefficient of every component while it decodes, however it is shrunk."""
+    if not image.info.get("progressive"):
+        return
+    layers = getattr(image, "layer", None) or [(0, 1, 1, 0)]
+    h_max = max(h for _, h, _, _ in layers)
+    v_max = max(v for _, _, v, _ in layers)
+    width, height = image.size
+    samples = sum(math.ceil(width * h / h_max) * math.ceil(height * v / v_max) for _, h, v, _ in layers)
+    if samples > PROGRESSIVE_SAMPLES:
+        raise ImageError(
+            f"{field}: a progressive JPEG of {width}x{height} pixels and {len(layers)} colour components holds "
+            f"{samples:,} samples while it decodes, limit {PROGRESSIVE_SAMPLES:,}: send a baseline JPEG, "
+            "a PNG or a smaller picture", 413,
+        )  # fmt: skip
 
 
 def _other_format(data: bytes | bytearray) -> str | None:

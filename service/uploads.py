@@ -44,12 +44,16 @@ class DecodeSlots:
         self.refused = 0
         self._executor: ThreadPoolExecutor | None = None
 
-    async def run(self, work: Callable[..., T], *args: Any) -> T:
-        """``work(*args)`` in a decode thread, or 503 with Retry-After when all slots are taken."""
+    def check(self) -> None:
+        """503 with Retry-After when all slots are taken (checked again by :meth:`run`)."""
         if self.busy >= self.slots:
             self.refused += 1
             detail = f"file: {self.busy} uploads are being decoded, the most this service takes at once; retry later"
             raise HTTPException(503, detail, headers={"Retry-After": RETRY_AFTER})
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)`` in a decode thread, or 503 with Retry-After when all slots are taken."""
+        self.check()
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.slots, "decode", initializer=_lower_priority)
         self.busy += 1

@@ -86,6 +86,7 @@ def register(api: FastAPI, settings: Settings) -> None:
         """
         state = request.app.state
         model = state.holder.require()
+        state.decoders.check()  # all busy: refused before the body is even read
         body = await validation.read_body(request)
         content_type = request.headers.get("content-type", "")
         image = await state.decoders.run(_upload_to_mnist, body, content_type, max_pixels)
