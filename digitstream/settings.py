@@ -99,7 +99,8 @@ class Settings(BaseSettings):
         description="largest upload in pixels, read from the image header before decoding (a digit needs far less)",
     )  # fmt: skip
     image_decoders: int = Field(
-        2, ge=1, le=64, description="uploads decoded at once per process; more answer 503 with Retry-After"
+        2, ge=1, le=64,
+        description="uploads decoded at once per process; 8 more per decoder wait up to 10 s, others get 503",
     )
     max_inflight_body_bytes: int = Field(
         128 * 1024 * 1024, ge=1024 * 1024,

@@ -3,8 +3,8 @@
 Starlette's form parser spools file parts over 1 MB to temporary files; here the body (already
 limited to ``max_upload_bytes``) is parsed in memory by python-multipart's low-level parser and
 only the ``file`` part is kept. Decoding runs in a thread, at most ``image_decoders`` at once per
-process: past that the upload is answered 503 with ``Retry-After`` at once, instead of queueing
-work (and memory) without end.
+process, with a short bounded queue: past it the upload is answered 503 with ``Retry-After``
+instead of queueing work (and memory) without end.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -28,32 +28,45 @@ from .validation import InvalidInput
 
 MAX_PARTS = 8
 NICE = 10
+QUEUE_PER_SLOT = 8  # uploads that may wait for each decode slot
+DECODE_WAIT = 10.0  # seconds an upload may wait for a slot
 T = TypeVar("T")
 
 
 class DecodeSlots:
-    """Image decodes of this process: at most ``slots`` at once, in their own low-priority threads.
+    """Image decodes of this process: ``slots`` at once in low-priority threads, a bounded queue for the rest.
 
-    Only the event loop counts them (no lock). The threads run at a lower CPU priority (nice
-    ``NICE``, Linux): on a busy machine the event loop, hence /predict, is served first.
+    An upload waits for a slot at most ``DECODE_WAIT`` seconds, behind at most ``QUEUE_PER_SLOT``
+    others per slot; past either bound it is answered 503 with ``Retry-After``. Waiting costs no
+    CPU, so a crowd of uploads does not turn into a storm of retries. Only the event loop counts
+    them (no lock). The threads run at a lower CPU priority (nice ``NICE``, Linux): on a busy
+    machine the event loop, hence /predict, is served first.
     """
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
         self.busy = 0
+        self.waiting = 0
         self.refused = 0
+        self._free = asyncio.Semaphore(slots)
         self._executor: ThreadPoolExecutor | None = None
 
     def check(self) -> None:
-        """503 with Retry-After when all slots are taken (checked again by :meth:`run`)."""
-        if self.busy >= self.slots:
-            self.refused += 1
-            detail = f"file: {self.busy} uploads are being decoded, the most this service takes at once; retry later"
-            raise HTTPException(503, detail, headers={"Retry-After": RETRY_AFTER})
+        """503 with Retry-After when the slots and the queue are full (before the body is read)."""
+        if self.busy + self.waiting >= self.slots * (1 + QUEUE_PER_SLOT):
+            self._refuse(f"file: {self.busy} uploads are being decoded and {self.waiting} wait, the most this "
+                         "service takes at once; retry later")  # fmt: skip
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
-        """``work(*args)`` in a decode thread, or 503 with Retry-After when all slots are taken."""
+        """``work(*args)`` in a decode thread once a slot is free, or 503 with Retry-After."""
         self.check()
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self._free.acquire(), DECODE_WAIT)
+        except TimeoutError:
+            self._refuse(f"file: no decode slot freed within {DECODE_WAIT:g} s; retry later")
+        finally:
+            self.waiting -= 1
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.slots, "decode", initializer=_lower_priority)
         self.busy += 1
@@ -61,6 +74,11 @@ class DecodeSlots:
             return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
         finally:
             self.busy -= 1
+            self._free.release()
+
+    def _refuse(self, detail: str) -> NoReturn:
+        self.refused += 1
+        raise HTTPException(503, detail, headers={"Retry-After": RETRY_AFTER})
 
     def close(self) -> None:
         if self._executor is not None:
