@@ -46,14 +46,14 @@ return #KEYS
 """
 
 # KEYS: the input, its "used" marker. ARGV: the marker's lifetime (ms). The input, 1 if used, or nil.
+# Only GETDEL, SET and GET: the commands the API's Redis user has on prediction keys (redis_config.py).
 _TAKE = """
-local value = redis.call('GET', KEYS[1])
+local value = redis.call('GETDEL', KEYS[1])
 if value then
-  redis.call('DEL', KEYS[1])
   redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
   return value
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
+if redis.call('GET', KEYS[2]) then return 1 end
 return false
 """
 

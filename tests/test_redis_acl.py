@@ -246,6 +246,8 @@ def test_worker_service_and_publisher_do_their_jobs_as_their_own_users_with_no_r
         answer = server.predict(images[2000])
         feedback = server.post("/feedback", json={"prediction_id": answer["prediction_id"], "label": int(labels[2000])})
         assert feedback.status_code == 200, feedback.text
+        replay = server.post("/feedback", json={"prediction_id": answer["prediction_id"], "label": 0})
+        assert replay.status_code == 409, replay.text  # one label each: the take script runs as the API user
         sample = {"pixels": images[2001].tolist(), "label": int(labels[2001])}
         posted = server.post("/samples", json={"samples": [sample]})
         assert posted.status_code == 200, posted.text
