@@ -1,9 +1,14 @@
-"""Publishing labelled samples to the model's Redis stream: validated, batched, pipelined, optionally paced.
+"""Publishing labelled samples to the model's Redis stream: validated, batched, exactly once, optionally paced.
 
 Validation follows the worker's rules exactly (``digitstream.protocol``), but runs over a whole numpy
 batch at once so that publishing stays close to the speed of a bare pipelined XADD loop; the exact
 protocol functions are called only for the rows found invalid, to report the same reasons the worker
 would give. Invalid samples are never sent.
+
+Each batch is appended by ``clients.producer.Producer``: entries carry the publisher's producer id
+and sequence numbers, a Redis restart or failover is ridden out (capped backoff, for ``retry_for``
+seconds), and whatever was not acknowledged, or acknowledged and then lost by Redis, is sent again;
+neither the fence nor the worker lets a sample count twice.
 """
 
 from __future__ import annotations
@@ -15,10 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from digitstream.clients.producer import Producer, ProducerConflict, new_producer_id
 from digitstream.connections import RedisClient
 from digitstream.protocol import (
-    FIELD_LABEL,
-    FIELD_PIXELS,
     IMAGE_SHAPE,
     N_PIXELS,
     InvalidSample,
@@ -29,6 +33,7 @@ from digitstream.protocol import (
 
 __all__ = [
     "InvalidSamples",
+    "ProducerConflict",
     "PublishProgress",
     "Publisher",
     "Rejection",
@@ -37,7 +42,6 @@ __all__ = [
 ]
 
 DEFAULT_BATCH_SIZE = 1000
-_LABEL_BYTES = [b"%d" % digit for digit in range(10)]
 #: With a rate limit, batches are cut so that one goes out about every 1/_PACED_BATCHES_PER_S seconds.
 _PACED_BATCHES_PER_S = 20
 
@@ -113,12 +117,21 @@ class Publisher:
     keys
         The model's keys (``Settings.keys`` or ``Keys.for_model(name)``).
     batch_size
-        XADD commands per pipeline round trip.
+        Entries appended per round trip (one Lua script each).
     rate
         Optional limit in samples per second; batches are then cut small and paced evenly, and the
         pace carries over from one ``publish`` call to the next.
     progress
         Called with a :class:`PublishProgress` after every batch sent.
+    producer_id
+        The id written in every entry (default: a new one per publisher, ``host-pid-random``);
+        numbering continues after what Redis holds for it. One publisher per id at a time.
+    retry_for
+        Seconds to keep retrying through a Redis outage (once Redis has answered once) before the
+        Redis error is raised.
+    resend_window
+        Seconds an acknowledged batch is kept, to be sent again if Redis loses it (an append-only
+        file that had not reached the disk); entries Redis loses beyond it are counted in ``lost``.
 
     Examples
     --------
@@ -134,6 +147,9 @@ class Publisher:
         batch_size: int = DEFAULT_BATCH_SIZE,
         rate: float | None = None,
         progress: Callable[[PublishProgress], None] | None = None,
+        producer_id: str | None = None,
+        retry_for: float = 300.0,
+        resend_window: float = 5.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -144,6 +160,9 @@ class Publisher:
         self.batch_size = batch_size if rate is None else min(batch_size, max(1, int(rate / _PACED_BATCHES_PER_S)))
         self.rate = rate
         self.progress = progress
+        self.producer = Producer(
+            client, keys, producer_id or new_producer_id(), retry_for=retry_for, resend_window=resend_window
+        )
         self.sent = 0
         self.rejected = 0
         self._started: float | None = None
@@ -200,16 +219,11 @@ class Publisher:
         ids: list[bytes] = []
         if self._started is None:
             self._started = time.perf_counter()
-        stream = self.keys.samples
         label_list = labels.tolist()
         for start in range(0, len(label_list), self.batch_size):
             stop = start + self.batch_size
             self._pace()
-            pipe = self.client.pipeline(transaction=False)
-            command: Callable[..., Any] = pipe.execute_command  # skips xadd()'s argument building
-            for row, label in zip(images[start:stop], label_list[start:stop], strict=True):
-                command("XADD", stream, "*", FIELD_PIXELS, row.tobytes(), FIELD_LABEL, _LABEL_BYTES[label])
-            ids += pipe.execute()
+            ids += self.producer.append(images[start:stop], label_list[start:stop])
             sent = min(stop, len(label_list)) - start
             self.sent += sent
             self._paced += sent

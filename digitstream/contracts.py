@@ -13,7 +13,8 @@ clients can import it without numba, river or fastapi.
 Snapshot metadata (``SnapshotMeta``, the ``meta`` field of a snapshot hash, see ``digitstream.store``)::
 
     schema, model, version (assigned by the store), samples_learned, last_id, created_at (unix s),
-    entries_consumed (learned + skipped + dead-lettered entries), deadletter_count, samples_skipped,
+    entries_consumed (learned + skipped + dead-lettered + duplicate entries), deadletter_count, samples_skipped,
+    duplicates_skipped (entries whose producer had already sent their seq),
     learner {format, params, n_samples},
     metrics {samples, prequential_accuracy, rolling_accuracy, rolling_window, confusion_matrix (10x10),
              per_class_recall (10), drift_events [{samples, detector, direction, error_rate}],
@@ -25,7 +26,7 @@ Snapshot metadata (``SnapshotMeta``, the ``meta`` field of a snapshot hash, see 
 Worker status (``WorkerStatus``, the ``<model>:worker:status`` key)::
 
     worker_id, state (starting | standby | active | stopped), model, samples_learned, last_id,
-    version, lag, lag_at_least, throughput, deadletter_count, faults [...], updated_at (unix s)
+    version, lag, lag_at_least, throughput, deadletter_count, duplicates_skipped, faults [...], updated_at (unix s)
 
 Examples
 --------
@@ -215,11 +216,12 @@ class SnapshotMeta:
     samples_learned: int
     last_id: str  # the last stream entry the snapshot includes (learned, skipped or dead-lettered)
     learner: LearnerDescriptor
-    entries_consumed: int  # entries passed up to last_id: learned + skipped + dead-lettered
+    entries_consumed: int  # entries passed up to last_id: learned + skipped + dead-lettered + duplicates
     model: str | None = None
     created_at: float | None = None  # unix seconds
     deadletter_count: int = 0
     samples_skipped: int = 0  # by the divergence guard
+    duplicates_skipped: int = 0  # entries sent again by their producer (worker.dedupe)
     metrics: MetricsReport = field(default_factory=MetricsReport)
     faults: tuple[Fault, ...] = ()  # the newest few
     worker_id: str | None = None
@@ -239,6 +241,7 @@ class SnapshotMeta:
             "entries_consumed": self.entries_consumed,
             "deadletter_count": self.deadletter_count,
             "samples_skipped": self.samples_skipped,
+            "duplicates_skipped": self.duplicates_skipped,
             "learner": self.learner.to_json(),
             "metrics": self.metrics.to_json(),
             "faults": [fault.to_json() for fault in self.faults],
@@ -261,6 +264,7 @@ class SnapshotMeta:
             created_at=get(d, "created_at", optional(number), where, None),
             deadletter_count=get(d, "deadletter_count", integer, where, 0),
             samples_skipped=get(d, "samples_skipped", integer, where, 0),
+            duplicates_skipped=get(d, "duplicates_skipped", integer, where, 0),
             metrics=get(d, "metrics", MetricsReport.from_json, where, MetricsReport()),
             faults=get(d, "faults", array(Fault.from_json), where, ()),
             worker_id=get(d, "worker_id", s, where, None),
@@ -287,6 +291,7 @@ class WorkerStatus:
     throughput: float = 0.0
     deadletter_count: int = 0
     faults: tuple[Fault, ...] = ()
+    duplicates_skipped: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -300,6 +305,7 @@ class WorkerStatus:
             "lag_at_least": self.lag_at_least,
             "throughput": self.throughput,
             "deadletter_count": self.deadletter_count,
+            "duplicates_skipped": self.duplicates_skipped,
             "faults": [fault.to_json() for fault in self.faults],
             "updated_at": self.updated_at,
         }
@@ -320,6 +326,7 @@ class WorkerStatus:
             throughput=get(d, "throughput", number, where, 0.0),
             deadletter_count=get(d, "deadletter_count", integer, where, 0),
             faults=get(d, "faults", array(Fault.from_json), where, ()),
+            duplicates_skipped=get(d, "duplicates_skipped", integer, where, 0),
         )
 
 

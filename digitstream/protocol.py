@@ -5,7 +5,7 @@ so any role (and any client in any language, through the README) can follow it.
 
 Redis layout for a model named ``M`` (default ``digitstream``)::
 
-    M:samples                 stream   labelled samples: fields pixels, label (+ ignored extras)
+    M:samples                 stream   labelled samples: fields pixels, label (+ producer, seq; + ignored extras)
     M:deadletter              stream   rejected entries: original fields + original_id + reason
     M:snapshot:latest         string   version number of the newest snapshot
     M:snapshot:versions       zset     kept versions (score = version)
@@ -15,14 +15,20 @@ Redis layout for a model named ``M`` (default ``digitstream``)::
     M:worker:status           string   JSON health of the active worker (contracts.WorkerStatus), with expiry
     M:service:pinned          string   version every service replica serves (absent: the latest)
     M:prediction:<id>         string   a served prediction's 784 pixels, kept for feedback (TTL)
+    M:producer:<producer>     hash     a publisher's fence: seq (highest appended), first, last (ids) (TTL)
+    M:idempotency:<period>    hash     Idempotency-Key -> "<fingerprint> <stream id> ..." of one period (TTL)
 
 Stream entry (canonical form): ``pixels`` = 784 raw bytes, row-major 28x28, 0 = background;
 ``label`` = one ASCII digit. ``pixels`` may also be a JSON array text of 784 integers 0..255.
+Optionally ``producer`` (1-64 characters ``A-Z a-z 0-9 _ . : -``) and ``seq`` (decimal, 0..2**63-1),
+both or neither: the worker skips an entry whose ``seq`` is not above the highest it has learned
+from that producer (a resent duplicate; see ``Origin`` and docs/worker.md).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +43,16 @@ FIELD_PIXELS = b"pixels"
 FIELD_LABEL = b"label"
 FIELD_ORIGINAL_ID = b"original_id"
 FIELD_REASON = b"reason"
+FIELD_PRODUCER = b"producer"
+FIELD_SEQ = b"seq"
+
+#: A producer id: what identifies one sender's numbering (the publisher makes one per run).
+PRODUCER_PATTERN = r"[A-Za-z0-9_.:-]{1,64}"
+MAX_PRODUCER_LENGTH = 64
+#: Sequence numbers are non-negative signed 64-bit integers (what Redis, numpy and JSON readers all hold).
+MAX_SEQ = 2**63 - 1
+_PRODUCER_RE = re.compile(PRODUCER_PATTERN.encode())
+_MAX_SEQ_DIGITS = len(str(MAX_SEQ))
 
 #: Entries larger than this (all field names and values together) are rejected unread: a JSON
 #: pixel array of 784 three-digit numbers is ~3.1 KB, so 16 KiB leaves room for extra fields.
@@ -90,6 +106,14 @@ class Keys:
 
     def prediction(self, prediction_id: str) -> str:
         return f"{self.model}:prediction:{prediction_id}"
+
+    def producer(self, producer_id: str) -> str:
+        """The publisher's fence for one producer id: the highest sequence number appended (``clients.producer``)."""
+        return f"{self.model}:producer:{producer_id}"
+
+    def idempotency(self, period: int) -> str:
+        """The service's Idempotency-Key answers of one period (``service.idempotency``)."""
+        return f"{self.model}:idempotency:{period}"
 
 
 class InvalidSample(ValueError):
@@ -150,6 +174,18 @@ def encode_sample(pixels: object, label: object) -> dict[bytes, bytes]:
     return {FIELD_PIXELS: validate_pixels(pixels).tobytes(), FIELD_LABEL: b"%d" % validate_label(label)}
 
 
+def encode_origin(producer: str | bytes, seq: int) -> dict[bytes, bytes]:
+    """The optional ``producer`` and ``seq`` fields (validated), to add to an entry's fields.
+
+    >>> encode_origin("camera-3", 41)
+    {b'producer': b'camera-3', b'seq': b'41'}
+    """
+    raw = producer.encode("utf-8", "replace") if isinstance(producer, str) else bytes(producer)
+    fields = {FIELD_PRODUCER: raw, FIELD_SEQ: b"%d" % seq if isinstance(seq, int) and seq >= 0 else b"-"}
+    decode_origin(fields)  # raises InvalidSample naming the bad field
+    return fields
+
+
 def decode_entry(fields: dict[bytes, bytes]) -> tuple[np.ndarray, int]:
     """(pixels (784,) uint8, label) of one stream entry, or InvalidSample with the reason."""
     size = sum(len(k) + len(v) for k, v in fields.items())
@@ -164,6 +200,51 @@ def decode_entry(fields: dict[bytes, bytes]) -> tuple[np.ndarray, int]:
     if len(raw) == N_PIXELS:
         return np.frombuffer(raw, dtype=np.uint8).copy(), label
     return _decode_json_pixels(raw), label
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who appended an entry and its number in that producer's sequence (the optional fields).
+
+    A sequence number counts **entries** (one XADD each, the unit Redis appends atomically), not
+    samples: an entry holding several samples takes one number, and a batch of N entries takes N
+    consecutive ones. Numbers must increase along the stream for each producer; gaps are allowed
+    (the worker cannot tell a lost entry from a number never used). An entry whose number is not
+    above the highest the worker has seen from its producer is a duplicate: skipped, counted, never
+    learned nor dead-lettered. One producer id therefore belongs to one sender at a time, which
+    appends in order (a retried batch is appended again later, after other producers' entries:
+    that is fine, its numbers are already known).
+    """
+
+    producer: bytes
+    seq: int
+
+
+def decode_origin(fields: dict[bytes, bytes]) -> Origin | None:
+    """The entry's ``producer`` and ``seq`` (None when it has neither), or InvalidSample with the reason."""
+    producer, seq = fields.get(FIELD_PRODUCER), fields.get(FIELD_SEQ)
+    if producer is None and seq is None:
+        return None
+    if producer is None:
+        raise InvalidSample("producer: required with seq")
+    if seq is None:
+        raise InvalidSample("seq: required with producer")
+    origin = _origin(producer, seq)
+    if origin is None:
+        if not _PRODUCER_RE.fullmatch(producer):
+            raise InvalidSample(f"producer: must be 1-{MAX_PRODUCER_LENGTH} characters A-Z a-z 0-9 _ . : -")
+        raise InvalidSample(f"seq: must be a decimal integer 0..{MAX_SEQ} without sign or leading zeros")
+    return origin
+
+
+def _origin(producer: bytes, seq: bytes) -> Origin | None:
+    """The origin if both fields are well-formed, else None (the caller says why)."""
+    if not (0 < len(seq) <= _MAX_SEQ_DIGITS and seq.isdigit() and (seq[0] != 48 or len(seq) == 1)):
+        return None  # bytes.isdigit() is ASCII only; int() alone would take " 7", "+7" and "1_0"
+    value = int(seq)
+    if value > MAX_SEQ or not _PRODUCER_RE.fullmatch(producer):
+        return None
+    return Origin(bytes(producer), value)
 
 
 def _decode_json_pixels(raw: bytes) -> np.ndarray:
@@ -193,6 +274,15 @@ class DecodedBatch:
     labels: np.ndarray  # (n,) int64
     rejects: list[tuple[bytes, dict[bytes, bytes], str]] = field(default_factory=list)
     last_id: bytes | None = None  # of the whole read, learned or rejected
+    origins: list[Origin | None] = field(default_factory=list)  # aligned with ids; empty: none has one
+
+    def without(self, drop: Sequence[int]) -> DecodedBatch:
+        """The batch without the learnable entries at the positions ``drop`` (rejects and last_id kept)."""
+        keep = np.ones(len(self.ids), dtype=bool)
+        keep[list(drop)] = False
+        ids = [entry_id for entry_id, kept in zip(self.ids, keep, strict=True) if kept]
+        origins = [o for o, kept in zip(self.origins, keep, strict=True) if kept] if self.origins else []
+        return DecodedBatch(ids, self.images[keep], self.labels[keep], self.rejects, self.last_id, origins)
 
 
 def decode_entries(entries: Sequence[Sequence[Any]]) -> DecodedBatch:
@@ -206,16 +296,22 @@ def decode_entries(entries: Sequence[Sequence[Any]]) -> DecodedBatch:
     ids: list[bytes] = []
     chunks: list[bytes] = []
     labels: list[int] = []
+    origins: list[Origin | None] = []
     rejects: list[tuple[bytes, dict[bytes, bytes], str]] = []
     labels_get = _LABELS.get
     for entry_id, fields in entries:
         if type(fields) is list:
-            if len(fields) == 4 and fields[0] == FIELD_PIXELS and fields[2] == FIELD_LABEL:
+            n = len(fields)
+            if (n == 4 or n == 8) and fields[0] == FIELD_PIXELS and fields[2] == FIELD_LABEL:
                 raw, label = fields[1], labels_get(fields[3])
-                if len(raw) == N_PIXELS and label is not None:
+                origin = None
+                if n == 8 and fields[4] == FIELD_PRODUCER and fields[6] == FIELD_SEQ:  # the publisher's form
+                    origin = _origin(fields[5], fields[7])
+                if len(raw) == N_PIXELS and label is not None and (n == 4 or origin is not None):
                     ids.append(entry_id)
                     chunks.append(raw)
                     labels.append(label)
+                    origins.append(origin)
                     continue
             fields = dict(zip(fields[::2], fields[1::2], strict=False))
         raw = fields.get(FIELD_PIXELS)
@@ -224,18 +320,22 @@ def decode_entries(entries: Sequence[Sequence[Any]]) -> DecodedBatch:
             ids.append(entry_id)
             chunks.append(raw)
             labels.append(label)
+            origins.append(None)
             continue
         try:
             pixels, value = decode_entry(fields)
+            origin = decode_origin(fields)
         except InvalidSample as exc:
             rejects.append((entry_id, fields, str(exc)))
             continue
         ids.append(entry_id)
         chunks.append(pixels.tobytes())
         labels.append(value)
+        origins.append(origin)
     images = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(len(chunks), N_PIXELS)
     last_id = entries[-1][0] if entries else None
-    return DecodedBatch(ids, images, np.array(labels, dtype=np.int64), rejects, last_id)
+    tagged = origins if any(o is not None for o in origins) else []
+    return DecodedBatch(ids, images, np.array(labels, dtype=np.int64), rejects, last_id, tagged)
 
 
 def deadletter_fields(entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> dict[bytes, bytes]:

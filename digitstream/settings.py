@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     retention_max_age: float | None = Field(None, gt=0, description="seconds learned entries are kept")
     lease_ttl: float = Field(3.0, gt=0.1, le=600, description="seconds before a dead worker's lease expires")
     rolling_window: int = Field(1000, ge=1, description="samples in the rolling accuracy")
+    producers_max: int = Field(
+        1000, ge=1, le=100_000, description="producers whose highest sequence number the worker keeps (LRU beyond)"
+    )
+    producer_ttl: float = Field(
+        86400.0, gt=0, description="seconds of stream time after a producer's last entry before its mark expires"
+    )
 
     log_format: LogFormat = Field("text", description="text, or json: one JSON object per line (worker, service)")
 
@@ -118,6 +124,12 @@ class Settings(BaseSettings):
     write_burst: int = Field(20, ge=1, description="writes a client may make at once before write_rate applies")
     rate_limit_loopback: bool = Field(False, description="apply write_rate to clients on this machine too")
     prediction_ttl: float = Field(3600.0, gt=0, description="seconds a prediction is kept for feedback")
+    idempotency_ttl: float = Field(
+        600.0, gt=0, le=7 * 86400, description="seconds an Idempotency-Key's answer is kept, at least (at most twice)"
+    )
+    idempotency_max_bytes: int = Field(
+        16 * 1024 * 1024, ge=64 * 1024, description="bytes of Idempotency-Key answers kept per idempotency_ttl period"
+    )
     poll_interval: float = Field(0.5, gt=0, description="snapshot polling fallback (seconds)")
 
     @field_validator("redis_url")

@@ -16,7 +16,7 @@ from redis.retry import Retry
 
 from digitstream.clients.embedded_redis import free_port
 from digitstream.clients.publisher import InvalidSamples, Publisher, PublishProgress, Rejection, validate_batch
-from digitstream.protocol import InvalidSample, Keys, decode_entries, encode_sample
+from digitstream.protocol import InvalidSample, Keys, decode_entries, encode_origin, encode_sample
 
 KEYS = Keys.for_model("pubtest")
 
@@ -29,12 +29,14 @@ def test_published_samples_reach_the_stream_in_order_in_the_canonical_form(
     redis_client: redis.Redis, mnist_train: tuple[np.ndarray, np.ndarray]
 ) -> None:
     images, labels = mnist_train[0][:2500], mnist_train[1][:2500]
-    ids = Publisher(redis_client, KEYS, batch_size=1000).publish(images, labels)
+    publisher = Publisher(redis_client, KEYS, batch_size=1000)
+    ids = publisher.publish(images, labels)
     entries = read_stream(redis_client)
     assert ids == [entry_id for entry_id, _ in entries]
     assert len(ids) == 2500
+    producer = publisher.producer.producer_id
     for index in (0, 999, 1000, 2499):
-        assert entries[index][1] == encode_sample(images[index], labels[index])
+        assert entries[index][1] == {**encode_sample(images[index], labels[index]), **encode_origin(producer, index)}
     decoded = decode_entries(entries)
     assert decoded.rejects == []
     np.testing.assert_array_equal(decoded.images, images)
@@ -56,7 +58,8 @@ def test_every_form_the_protocol_accepts_is_published_identically(redis_client: 
     for pixels, label in forms:
         publisher.publish([pixels], [label])
     fields = [f for _, f in read_stream(redis_client)]
-    assert fields == [encode_sample(image, 3)] * len(forms)
+    producer = publisher.producer.producer_id
+    assert fields == [{**encode_sample(image, 3), **encode_origin(producer, seq)} for seq in range(len(forms))]
 
 
 def test_a_batch_with_an_invalid_sample_raises_with_every_reason_and_sends_nothing(redis_client: redis.Redis) -> None:

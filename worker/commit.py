@@ -36,6 +36,7 @@ from digitstream.settings import Settings
 from digitstream.snapshot import META_FIELD, Snapshot, SnapshotError
 from digitstream.store import latest_version, list_versions, read_snapshot, write_snapshot
 
+from .dedupe import Producers
 from .metrics import ROLLING_ARRAY, OnlineMetrics
 from .position import Position
 from .retention import ConsumedIds, trim_minid
@@ -105,16 +106,18 @@ class Commits:
     # -- the snapshot ---------------------------------------------------------------------------
     def commit(
         self, learner: DeltaRuleLearner, position: Position, metrics: OnlineMetrics, health: Health,
-        keep_lease: Callable[[], None],
+        keep_lease: Callable[[], None], producers: Producers | None = None,
     ) -> int:  # fmt: skip
-        """Write learner, position, metrics, faults, dead letters and trim as the next version; returns it.
+        """Write learner, position, metrics, faults, dead letters, producers' marks and trim as the next version.
 
         ``keep_lease()`` renews the lease (raising ``LeaseLost`` if it is gone) before each attempt.
         """
         started, created_at = time.monotonic(), time.time()
         state = learner.state()
         meta = self.meta(state, position, health.with_measures(metrics.report()), health, created_at)
-        snapshot = Snapshot(meta.to_json(), {**state.arrays, ROLLING_ARRAY: metrics.rolling_outcomes()})
+        arrays = {**state.arrays, ROLLING_ARRAY: metrics.rolling_outcomes()}
+        arrays.update(producers.arrays() if producers else {})
+        snapshot = Snapshot(meta.to_json(), arrays)
         minid, maxlen = self.trim(position.last_id, created_at)
         keep_lease()  # after an outage longer than the TTL: claim it again rather than lose the state
         self.version = self._write(snapshot, meta, minid, maxlen, keep_lease)
@@ -130,7 +133,8 @@ class Commits:
             samples_learned=state.n_samples, last_id=position.last_id,
             learner=LearnerDescriptor.from_json(state.meta()), entries_consumed=position.entries_consumed,
             model=self.keys.model, created_at=created_at, deadletter_count=position.deadletter_count,
-            samples_skipped=position.samples_skipped, metrics=metrics, faults=health.faults,
+            samples_skipped=position.samples_skipped, duplicates_skipped=position.duplicates_skipped,
+            metrics=metrics, faults=health.faults,
             worker_id=self.worker_id, stream=self.keys.samples,
             settings=WorkerSettings(
                 batch_size=s.batch_size, snapshot_every=s.snapshot_every, snapshot_interval=s.snapshot_interval,

@@ -9,6 +9,7 @@ The rooms around it (see also docs/worker.md):
   back to standby and drops its state (``LeaseLost``).
 * ``worker.status``: the status key (heartbeat), lag, throughput, faults, progress lines.
 * ``worker.retry``: Redis outages, retried with capped backoff; the learner stays in memory.
+* ``worker.dedupe``: each producer's highest sequence number; entries sent twice are skipped.
 
 **Throughput.** Reading and decoding (redis-py + hiredis, the main thread, holding the GIL)
 overlap with learning (a learner thread running the numba kernel, which releases the GIL): the
@@ -39,6 +40,7 @@ from digitstream.settings import Settings
 from digitstream.store import LeaseLost, latest_version
 
 from .commit import Commits, latest_readable
+from .dedupe import Producers
 from .lease import Claim, Lease
 from .metrics import ROLLING_ARRAY, OnlineMetrics
 from .position import Position
@@ -56,6 +58,7 @@ class _InFlight:
     batch: DecodedBatch
     entry_ids: list[bytes]
     future: Future[LearnerState | None]
+    duplicates: int = 0
 
 
 class Worker:
@@ -85,6 +88,7 @@ class Worker:
         self.metrics = OnlineMetrics(self.settings.rolling_window)
         self.health = Health(self.settings, self.client, self.retry)
         self.commits = Commits(self.settings, self.client, self.worker_id, self.retry)
+        self.producers = Producers(self.settings.producers_max, self.settings.producer_ttl)
 
     @property
     def samples_learned(self) -> int:
@@ -171,11 +175,12 @@ class Worker:
         """Hand a decoded read to the learner thread (None if it has nothing to learn)."""
         assert self.learner is not None
         self.position.read(batch.last_id)
-        if not batch.ids:
-            self._consume(batch, entry_ids)
+        batch, duplicates = self.producers.filter(batch)  # here, not at the read: a stopping worker's read-ahead
+        if not batch.ids:  # must leave the marks as the snapshot's position does
+            self._consume(batch, entry_ids, duplicates=duplicates)
             return None
         future = executor.submit(self._learn_batch, self.learner, batch)
-        return _InFlight(batch, entry_ids, future)
+        return _InFlight(batch, entry_ids, future, duplicates)
 
     def _learn_batch(self, learner: DeltaRuleLearner, batch: DecodedBatch) -> LearnerState | None:
         """In the learner thread: learn and score a batch; returns the state before it if it diverged.
@@ -194,7 +199,7 @@ class Worker:
         """Wait for a batch's learning, undo it if it diverged, move the position past it."""
         checkpoint = job.future.result()
         skipped = self._revert(job, checkpoint) if checkpoint is not None else 0
-        self._consume(job.batch, job.entry_ids, skipped)
+        self._consume(job.batch, job.entry_ids, skipped, job.duplicates)
 
     def _revert(self, job: _InFlight, checkpoint: LearnerState) -> int:
         """Divergence guard: restore the state from before the batch; returns the samples skipped."""
@@ -210,12 +215,13 @@ class Worker:
         log.error("divergence: %s", message)
         return skipped
 
-    def _consume(self, batch: DecodedBatch, entry_ids: list[bytes], skipped: int = 0) -> None:
+    def _consume(self, batch: DecodedBatch, entry_ids: list[bytes], skipped: int = 0, duplicates: int = 0) -> None:
         """Move the position past a finished read: its rejects become dead letters."""
         for entry_id, fields, reason in batch.rejects:
             self.commits.dead_letter(entry_id, fields, reason)
         self.commits.consumed(entry_ids)
-        self.position.consume(batch.last_id, len(entry_ids), self.samples_learned, len(batch.rejects), skipped)
+        dead = len(batch.rejects)
+        self.position.consume(batch.last_id, len(entry_ids), self.samples_learned, dead, skipped, duplicates)
 
     def _snapshot(self, final: bool = False) -> None:
         """Commit state, position, dead letters and trim together, as the next version; then report it."""
@@ -223,7 +229,7 @@ class Worker:
         if not self.learner.is_finite():  # unreachable through the guard; never write such a state
             raise RuntimeError("refusing to snapshot non-finite weights")
         self.health.measure(self.samples_learned, self.position)
-        self.commits.commit(self.learner, self.position, self.metrics, self.health, self._keep_lease)
+        self.commits.commit(self.learner, self.position, self.metrics, self.health, self._keep_lease, self.producers)
         self.health.publish(self._status())
         accuracy = self.metrics.prequential_accuracy, self.metrics.rolling_accuracy
         self.health.log_progress(self.version, accuracy, self.position, final)
@@ -294,6 +300,7 @@ class Worker:
         self.metrics = OnlineMetrics.restore(meta.metrics, snapshot.arrays.get(ROLLING_ARRAY), s.rolling_window)
         self.health = Health(s, self.client, retry, meta.faults, learner.n_samples)
         self.commits = Commits(s, self.client, self.worker_id, retry, snapshot.version, meta.entries_consumed)
+        self.producers = Producers.restore(snapshot.arrays, s.producers_max, s.producer_ttl)
 
     def _recovered(self, seconds: float) -> None:
         """After a Redis outage: renew the lease first (it may have expired), record the fault."""

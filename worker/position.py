@@ -23,6 +23,7 @@ class Position:
     samples_learned: int = 0  # learned up to last_id: what the status reports with last_id
     deadletter_count: int = 0
     samples_skipped: int = 0  # by the divergence guard
+    duplicates_skipped: int = 0  # entries resent by their producer (worker.dedupe)
 
     @classmethod
     def of_snapshot(cls, meta: SnapshotMeta) -> Position:
@@ -34,6 +35,7 @@ class Position:
             samples_learned=meta.samples_learned,
             deadletter_count=meta.deadletter_count,
             samples_skipped=meta.samples_skipped,
+            duplicates_skipped=meta.duplicates_skipped,
         )
 
     def read(self, last_id: bytes | None) -> None:
@@ -41,12 +43,15 @@ class Position:
         if last_id:
             self.read_id = last_id.decode()
 
-    def consume(self, last_id: bytes | None, entries: int, samples_learned: int, dead: int, skipped: int) -> None:
+    def consume(
+        self, last_id: bytes | None, entries: int, samples_learned: int, dead: int, skipped: int, duplicates: int = 0
+    ) -> None:
         """A finished batch of ``entries`` read entries up to ``last_id``: ``dead`` dead-lettered, ``skipped``
-        samples skipped; ``samples_learned`` is the learner's count after it."""
+        samples skipped, ``duplicates`` skipped as such; ``samples_learned`` is the learner's count after it."""
         if last_id:
             self.last_id = last_id.decode()
         self.entries_consumed += entries
         self.samples_learned = samples_learned
         self.deadletter_count += dead
         self.samples_skipped += skipped
+        self.duplicates_skipped += duplicates

@@ -87,6 +87,7 @@ class Health:
             last_id=position.last_id, updated_at=time.time(), version=version, lag=self.lag,
             lag_at_least=self.lag_at_least, throughput=round(self.throughput, 1),
             deadletter_count=position.deadletter_count, faults=self.faults,
+            duplicates_skipped=position.duplicates_skipped,
         )  # fmt: skip
 
     def publish(self, status: WorkerStatus, *, only_if_absent: bool = False) -> None:

@@ -1,0 +1,274 @@
+"""One producer's entries appended exactly once: sequence numbers, a fenced append, resending through restarts.
+
+Every entry a :class:`Producer` appends carries its ``producer`` id and a ``seq`` number, one per
+entry, consecutive (``digitstream.protocol.Origin``). A batch is appended by one Lua script that
+also records, in ``<model>:producer:<id>``, the highest number appended (the *fence*), and that
+appends nothing unless that record is the number the producer expects. So:
+
+* **A batch whose reply was lost** (a timeout, a broken connection, a Redis restart) is simply
+  sent again: if it had landed, the fence refuses it and says so; if not, it is appended now.
+  Nothing is ever appended twice by the producer itself.
+* **A Redis that lost acknowledged entries** (killed before its append-only file reached the disk,
+  or a replica promoted before it had them) holds a lower fence than the producer expects: the
+  producer resends the entries after it from the ones it keeps, in order, before anything new. It
+  keeps what Redis acknowledged in the last ``resend_window`` seconds (at most ``resend_max``
+  entries); Redis losing older entries is reported in ``lost``, never silent.
+* **Outages** are ridden out with capped exponential backoff for up to ``retry_for`` seconds once
+  Redis has answered once (a Redis that never answered fails at once: a wrong URL is not an outage).
+
+The worker skips entries whose number it has already learned (``worker.dedupe``), so even a resend
+the fence cannot see (its record expired after ``ttl`` seconds idle) is learned once.
+One producer id belongs to one producer at a time: a fence beyond what this producer has sent
+raises :class:`ProducerConflict`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import redis
+
+from digitstream.connections import OUTAGE_ERRORS, RedisClient
+from digitstream.protocol import FIELD_LABEL, FIELD_PIXELS, FIELD_PRODUCER, FIELD_SEQ, Keys, encode_origin
+
+log = logging.getLogger("digitstream.publisher")
+
+#: Errors after which Redis may be back soon (BusyLoadingError is a ConnectionError; ReadOnlyError: a failover).
+RETRYABLE: tuple[type[Exception], ...] = (*OUTAGE_ERRORS, redis.ReadOnlyError)
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 2.0
+_LABEL_BYTES = [b"%d" % digit for digit in range(10)]
+
+# KEYS: stream, fence ; ARGV: expected seq ("" = no record), ttl ms, producer, n, (pixels, label, seq) x n.
+# Appends all n entries and moves the fence, or (fenced) appends nothing and answers where it stands.
+APPEND_SCRIPT = """
+local held = redis.call('HGET', KEYS[2], 'seq') or ''
+if held ~= ARGV[1] then
+  local where = redis.call('HMGET', KEYS[2], 'first', 'last')
+  return {0, held, where[1] or '', where[2] or ''}
+end
+local n, stream, producer = tonumber(ARGV[4]), KEYS[1], ARGV[3]
+local ids = {}
+local j = 5
+for i = 1, n do
+  ids[i] = redis.call('XADD', stream, '*', 'pixels', ARGV[j], 'label', ARGV[j + 1],
+                      'producer', producer, 'seq', ARGV[j + 2])
+  j = j + 3
+end
+redis.call('HSET', KEYS[2], 'seq', ARGV[j - 1], 'first', ids[1], 'last', ids[n])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return {1, ids}
+"""
+assert all(f"'{name.decode()}'" in APPEND_SCRIPT for name in (FIELD_PIXELS, FIELD_LABEL, FIELD_PRODUCER, FIELD_SEQ))
+
+
+class ProducerConflict(RuntimeError):
+    """Redis holds a sequence number for this producer id beyond any this producer sent."""
+
+
+def new_producer_id() -> str:
+    """A producer id unique to this run: ``host-pid-random`` (within the protocol's alphabet and length)."""
+    host = "".join(c if c.isalnum() or c in "_.-" else "-" for c in socket.gethostname())[:32] or "host"
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class _Batch:
+    """Entries with consecutive sequence numbers from ``first``; ``acked_at`` once Redis holds them."""
+
+    first: int
+    images: np.ndarray  # (n, 784) uint8
+    labels: list[int]
+    acked_at: float = 0.0
+
+    @property
+    def end(self) -> int:
+        return self.first + len(self.labels)
+
+    def after(self, seq: int) -> _Batch:
+        """The part of the batch numbered above ``seq``."""
+        skip = max(0, seq + 1 - self.first)
+        return _Batch(self.first + skip, self.images[skip:], self.labels[skip:], self.acked_at)
+
+
+@dataclass
+class _Outage:
+    started: float
+    attempts: int = 0
+    resent_before: int = 0
+
+
+@dataclass
+class Producer:
+    """Appends batches for one producer id, exactly once, through outages (see the module docstring)."""
+
+    client: RedisClient
+    keys: Keys
+    producer_id: str = field(default_factory=new_producer_id)
+    retry_for: float = 300.0
+    resend_window: float = 5.0
+    resend_max: int = 200_000
+    ttl: float = 86400.0
+    resent: int = 0  # entries appended again after Redis lost them
+    lost: int = 0  # acknowledged entries Redis lost that were no longer kept for resending
+    outages: int = 0
+
+    def __post_init__(self) -> None:
+        encode_origin(self.producer_id, 0)  # InvalidSample naming the problem
+        if self.retry_for < 0 or self.resend_window < 0 or self.resend_max < 0 or self.ttl <= 0:
+            raise ValueError("retry_for, resend_window and resend_max must be >= 0, ttl > 0")
+        self._fence = self.keys.producer(self.producer_id)
+        self._script = self.client.register_script(APPEND_SCRIPT)
+        self._held: int | None = None  # the highest number Redis holds for us, as far as we know
+        self._next: int | None = None  # the next number to give (None before the first contact)
+        self._kept: deque[_Batch] = deque()
+        self._kept_entries = 0
+        self._accounted = 0  # numbers below this are already counted in ``lost``
+        self._outage: _Outage | None = None
+
+    @property
+    def next_seq(self) -> int | None:
+        """The number the next entry gets (None until the first append)."""
+        return self._next
+
+    def append(self, images: np.ndarray, labels: list[int]) -> list[bytes]:
+        """Append the entries (``(n, 784)`` uint8 and n digits) after all earlier ones; returns their ids."""
+        if not labels:
+            return []
+        if self._next is None:
+            held = self.client.hget(self._fence, "seq")  # not retried: an unreachable Redis fails at once
+            self._held = None if held is None else int(held)
+            self._next = 0 if self._held is None else self._held + 1
+        batch = _Batch(self._next, images, labels)
+        self._next = batch.end
+        ids = self._deliver(batch)
+        batch.acked_at = time.monotonic()
+        self._keep(batch)
+        return ids
+
+    # -- delivery ---------------------------------------------------------------------------------
+    def _deliver(self, batch: _Batch) -> list[bytes]:
+        """Append ``batch``, first resending whatever Redis turns out to have lost."""
+        pending = [batch]
+        while True:
+            piece = pending[0]
+            try:
+                reply: list[Any] = self._script(keys=[self.keys.samples, self._fence], args=self._args(piece))
+                ids = self._settle(piece, batch, reply)
+            except RETRYABLE as exc:
+                self._wait(exc)
+                continue
+            if ids is None:  # Redis holds less than we thought: resend from there
+                pending = [*self._kept_after(self._held), batch]
+                continue
+            self._held = piece.end - 1
+            pending.pop(0)
+            if piece is batch:
+                self._recovered()
+                return ids
+            self.resent += len(piece.labels)
+            piece.acked_at = time.monotonic()
+
+    def _args(self, piece: _Batch) -> list[Any]:
+        args: list[Any] = [b"" if self._held is None else b"%d" % self._held, round(self.ttl * 1000),
+                           self.producer_id, len(piece.labels)]  # fmt: skip
+        rows = memoryview(np.ascontiguousarray(piece.images, dtype=np.uint8).tobytes())
+        for i, (label, seq) in enumerate(zip(piece.labels, range(piece.first, piece.end), strict=True)):
+            args += (rows[i * 784 : (i + 1) * 784], _LABEL_BYTES[label], b"%d" % seq)
+        return args
+
+    def _settle(self, piece: _Batch, batch: _Batch, reply: list[Any]) -> list[bytes] | None:
+        """The ids of ``piece`` if Redis holds it now; None (and ``_held`` updated) if Redis lost entries."""
+        if int(reply[0]) == 1:
+            return list(reply[1])
+        held = int(reply[1]) if reply[1] else None
+        if held == piece.end - 1:  # it had landed: only its reply was lost
+            return self._read_back(reply[2], reply[3], piece) if piece is batch else []
+        if held is not None and held > (self._held if self._held is not None else -1):
+            raise ProducerConflict(
+                f"Redis holds sequence number {held} for producer {self.producer_id!r}, beyond the {self._held} this "
+                "publisher knows of: another publisher is using the same producer id"
+            )
+        self._count_lost(held, batch)
+        self._held = held
+        return None
+
+    def _read_back(self, first_id: bytes, last_id: bytes, piece: _Batch) -> list[bytes]:
+        """The ids of a batch that landed while its reply was lost (one script: a contiguous range)."""
+        entries: list[tuple[bytes, Any]] = self.client.xrange(  # type: ignore[assignment]
+            self.keys.samples, first_id, last_id, count=len(piece.labels)
+        )
+        ids = [entry_id for entry_id, _ in entries]
+        if len(ids) != len(piece.labels):
+            log.warning("%d of %d entries appended by producer %s were trimmed before their ids could be read back",
+                        len(piece.labels) - len(ids), len(piece.labels), self.producer_id)  # fmt: skip
+        return ids
+
+    def _count_lost(self, held: int | None, batch: _Batch) -> None:
+        floor = self._kept[0].first if self._kept else batch.first
+        if held is None:
+            log.warning(
+                "Redis no longer holds producer %s's record (restarted without persistence, or %gs idle): resending "
+                "the %d entries kept; any older ones Redis lost cannot be resent", self.producer_id, self.ttl,
+                self._kept_entries,
+            )  # fmt: skip
+            return
+        missing = floor - max(held + 1, self._accounted)
+        if missing > 0:
+            self.lost += missing
+            log.error(
+                "Redis lost %d acknowledged entries of producer %s (numbers %d..%d) that are no longer kept for "
+                "resending (resend_window %gs); use appendfsync always for no loss", missing, self.producer_id,
+                floor - missing, floor - 1, self.resend_window,
+            )  # fmt: skip
+        self._accounted = max(self._accounted, floor)
+        log.warning("Redis holds producer %s's entries up to number %d only: resending from there",
+                    self.producer_id, held)  # fmt: skip
+
+    def _kept_after(self, held: int | None) -> list[_Batch]:
+        """The kept entries numbered above ``held`` (all of them if None)."""
+        start = -1 if held is None else held
+        return [kept.after(start) for kept in self._kept if kept.end - 1 > start]
+
+    def _keep(self, batch: _Batch) -> None:
+        """Keep an acknowledged batch for resending; forget the ones older than the window (the newest stays)."""
+        self._kept.append(batch)
+        self._kept_entries += len(batch.labels)
+        horizon = time.monotonic() - self.resend_window
+        while len(self._kept) > 1 and (self._kept[0].acked_at < horizon or self._kept_entries > self.resend_max):
+            self._kept_entries -= len(self._kept.popleft().labels)
+
+    # -- outages ----------------------------------------------------------------------------------
+    def _wait(self, exc: Exception) -> None:
+        """Sleep before the next attempt (capped exponential backoff with jitter); re-raise after ``retry_for``."""
+        now = time.monotonic()
+        if self._outage is None:
+            self._outage = _Outage(now, resent_before=self.resent)
+            self.outages += 1
+            log.warning("Redis unreachable (%s); retrying for up to %gs", exc, self.retry_for)
+        outage = self._outage
+        if now - outage.started >= self.retry_for:
+            self._outage = None
+            raise exc
+        outage.attempts += 1
+        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(outage.attempts, 16))
+        time.sleep(min(random.uniform(delay / 2, delay), outage.started + self.retry_for - now))
+
+    def _recovered(self) -> None:
+        if self._outage is not None:
+            seconds = time.monotonic() - self._outage.started
+            resent = self.resent - self._outage.resent_before
+            log.warning("Redis reachable again after %.1fs; %d entries resent", seconds, resent)
+            self._outage = None
+
+
+__all__ = ["RETRYABLE", "Producer", "ProducerConflict", "new_producer_id"]
