@@ -48,23 +48,24 @@ BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
 _LABEL_BYTES = [b"%d" % digit for digit in range(10)]
 
-# KEYS: stream, fence ; ARGV: expected seq ("" = no record), ttl ms, producer, n, (pixels, label, seq) x n.
-# Appends all n entries and moves the fence, or (fenced) appends nothing and answers where it stands.
+# KEYS: stream, fence ; ARGV: expected seq ("" = no record), ttl ms, producer, instance token, n,
+# (pixels, label, seq) x n. Appends all n entries and moves the fence (seq, the first and last ids, and
+# the token of the Producer instance that wrote them), or (fenced) appends nothing and answers where it stands.
 APPEND_SCRIPT = """
 local held = redis.call('HGET', KEYS[2], 'seq') or ''
 if held ~= ARGV[1] then
-  local where = redis.call('HMGET', KEYS[2], 'first', 'last')
-  return {0, held, where[1] or '', where[2] or ''}
+  local where = redis.call('HMGET', KEYS[2], 'first', 'last', 'owner')
+  return {0, held, where[1] or '', where[2] or '', where[3] or ''}
 end
-local n, stream, producer = tonumber(ARGV[4]), KEYS[1], ARGV[3]
+local n, stream, producer = tonumber(ARGV[5]), KEYS[1], ARGV[3]
 local ids = {}
-local j = 5
+local j = 6
 for i = 1, n do
   ids[i] = redis.call('XADD', stream, '*', 'pixels', ARGV[j], 'label', ARGV[j + 1],
                       'producer', producer, 'seq', ARGV[j + 2])
   j = j + 3
 end
-redis.call('HSET', KEYS[2], 'seq', ARGV[j - 1], 'first', ids[1], 'last', ids[n])
+redis.call('HSET', KEYS[2], 'seq', ARGV[j - 1], 'first', ids[1], 'last', ids[n], 'owner', ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return {1, ids}
 """
@@ -127,6 +128,7 @@ class Producer:
         if self.retry_for < 0 or self.resend_window < 0 or self.resend_max < 0 or self.ttl <= 0:
             raise ValueError("retry_for, resend_window and resend_max must be >= 0, ttl > 0")
         self._fence = self.keys.producer(self.producer_id)
+        self._token = uuid.uuid4().hex  # tells this instance's appends from another's under the same id
         self._script = self.client.register_script(APPEND_SCRIPT)
         self._held: int | None = None  # the highest number Redis holds for us, as far as we know
         self._next: int | None = None  # the next number to give (None before the first contact)
@@ -180,7 +182,7 @@ class Producer:
 
     def _args(self, piece: _Batch) -> list[Any]:
         args: list[Any] = [b"" if self._held is None else b"%d" % self._held, round(self.ttl * 1000),
-                           self.producer_id, len(piece.labels)]  # fmt: skip
+                           self.producer_id, self._token, len(piece.labels)]  # fmt: skip
         rows = memoryview(np.ascontiguousarray(piece.images, dtype=np.uint8).tobytes())
         for i, (label, seq) in enumerate(zip(piece.labels, range(piece.first, piece.end), strict=True)):
             args += (rows[i * 784 : (i + 1) * 784], _LABEL_BYTES[label], b"%d" % seq)
@@ -191,7 +193,7 @@ class Producer:
         if int(reply[0]) == 1:
             return list(reply[1])
         held = int(reply[1]) if reply[1] else None
-        if held == piece.end - 1:  # it had landed: only its reply was lost
+        if held == piece.end - 1 and reply[4] == self._token.encode():  # it had landed: only its reply was lost
             return self._read_back(reply[2], reply[3], piece) if piece is batch else []
         if held is not None and held > (self._held if self._held is not None else -1):
             raise ProducerConflict(

@@ -161,7 +161,8 @@ class Publisher:
         self.rate = rate
         self.progress = progress
         self.producer = Producer(
-            client, keys, producer_id or new_producer_id(), retry_for=retry_for, resend_window=resend_window
+            client, keys, new_producer_id() if producer_id is None else producer_id, retry_for=retry_for,
+            resend_window=resend_window,
         )
         self.sent = 0
         self.rejected = 0

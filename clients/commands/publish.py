@@ -13,7 +13,7 @@ from typing import Any
 import click
 import redis
 
-from digitstream.clients.publisher import Publisher, PublishProgress, validate_batch
+from digitstream.clients.publisher import ProducerConflict, Publisher, PublishProgress, validate_batch
 from digitstream.clients.sources import SampleSet, SourceError, epochs, load_samples
 from digitstream.clients.terminal import ProgressLine, format_count
 from digitstream.settings import redact, redis_url
@@ -47,6 +47,10 @@ class Summary:
     """What happened: counts and, per reason, how often and where."""
 
     sent: int = 0
+    producer: str = ""
+    resent: int = 0  # entries sent again after Redis lost them
+    lost: int = 0  # acknowledged entries Redis lost beyond the resend window
+    outages: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
@@ -71,6 +75,10 @@ class Summary:
             ],
             "seconds": round(seconds, 3),
             "interrupted": interrupted,
+            "producer": self.producer,
+            "outages": self.outages,
+            "resent": self.resent,
+            "lost": self.lost,
         }
 
 
@@ -87,6 +95,9 @@ class Summary:
 @click.option("--batch-size", type=click.IntRange(min=1, max=100_000), default=1000, show_default=True,
               help="XADD commands per Redis round trip")
 @click.option("--strict", is_flag=True, help="send nothing if any sample is invalid (exit 2)")
+@click.option("--producer-id", metavar="ID", help="producer id written in every entry [default: host-pid-random]")
+@click.option("--retry-for", type=click.FloatRange(min=0), default=300.0, show_default=True, metavar="SECONDS",
+              help="how long to ride out a Redis outage (restart, failover) before giving up")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 @redis_options
@@ -100,6 +111,8 @@ def publish(
     rate: float | None,
     batch_size: int,
     strict: bool,
+    producer_id: str | None,
+    retry_for: float,
     as_json: bool,
     quiet: bool,
     redis_url_option: str | None,
@@ -113,6 +126,10 @@ def publish(
 
     Every sample is checked by the worker's own rules before it is sent; invalid ones are never
     sent and are listed, with their reasons, in the summary.
+
+    Each sample is learned exactly once, even if Redis restarts or fails over meanwhile: entries
+    carry a producer id and sequence numbers, an outage is ridden out for --retry-for seconds, and
+    whatever Redis did not keep is sent again (exit 1 if Redis lost more than could be resent).
 
     \b
     Examples:
@@ -143,7 +160,11 @@ def publish(
             done = progress.sent + progress.rejected
             line.update(done, f"rejected {format_count(progress.rejected)}" if progress.rejected else "")
 
-    publisher = Publisher(client, keys, batch_size=batch_size, rate=rate, progress=on_progress)
+    try:
+        publisher = Publisher(client, keys, batch_size=batch_size, rate=rate, progress=on_progress,
+                              producer_id=producer_id, retry_for=retry_for)  # fmt: skip
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--producer-id") from None
     started = time.perf_counter()
     interrupted = False
     try:
@@ -155,7 +176,7 @@ def publish(
                     summary.reject(samples.locate(int(rows[rejection.index])), rejection.reason)
     except KeyboardInterrupt:
         interrupted = True
-    except redis.RedisError as exc:
+    except (redis.RedisError, ProducerConflict) as exc:
         raise RuntimeFailure(
             f"Redis failed after {format_count(publisher.sent)} samples were sent to {keys.samples} "
             f"at {redact(redis_url(settings))}: {exc}"
@@ -163,7 +184,9 @@ def publish(
     finally:
         client.close()
     seconds = time.perf_counter() - started
-    summary.sent = publisher.sent
+    producer = publisher.producer
+    summary.sent, summary.producer = publisher.sent, producer.producer_id
+    summary.resent, summary.lost, summary.outages = producer.resent, producer.lost, producer.outages
     if line is not None:
         line.finish()
     if as_json:
@@ -172,6 +195,11 @@ def publish(
         _print_summary(summary, keys.samples, redact(redis_url(settings)), seconds, interrupted)
     if interrupted:
         sys.exit(130)
+    if summary.lost:
+        raise RuntimeFailure(
+            f"Redis lost {format_count(summary.lost)} acknowledged samples that could no longer be resent "
+            "(configure appendfsync always for no loss)"
+        )
     if summary.sent == 0 and summary.rejected:
         raise InputError(f"no valid samples in {source}: nothing was sent")
 
@@ -196,6 +224,11 @@ def _print_summary(summary: Summary, stream: str, url: str, seconds: float, inte
         f"{head} {format_count(summary.sent)} samples to {stream} at {url} in {seconds:.1f} s "
         f"({format_count(rate)} samples/s)"
     )
+    if summary.outages:
+        click.echo(
+            f"rode out {summary.outages} Redis outage(s) as producer {summary.producer}: "
+            f"{format_count(summary.resent)} samples resent, {format_count(summary.lost)} lost"
+        )
     if summary.rejected:
         click.echo(f"rejected {format_count(summary.rejected)} (not sent):")
         for reason, count in summary.reasons.most_common():
