@@ -6,6 +6,7 @@ call may be tried again.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from .api_errors import (
 from .results import BatchPrediction, FeedbackReceipt, ModelStatus, Prediction, SamplesReceipt, Versions
 
 API_KEY_HEADER = "X-API-Key"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 T = TypeVar("T")
 
@@ -105,14 +107,23 @@ def predict_image(image: str | Path | bytes | IO[bytes], filename: str | None) -
     return Call("POST", "/predict/image", results.prediction, {"files": {"file": (name, data, content_type)}})
 
 
-def feedback(prediction_id: str, label: int) -> Call[FeedbackReceipt]:
+def feedback(prediction_id: str, label: int, key: str | None = None) -> Call[FeedbackReceipt]:
     body = {"prediction_id": prediction_id, "label": _plain(label)}
-    return Call("POST", "/feedback", results.feedback_receipt, {"json": body}, resend_safe=False)
+    return Call("POST", "/feedback", results.feedback_receipt, {"json": body, "headers": _once(key)})
 
 
-def add_samples(samples: Sequence[tuple[Any, int]]) -> Call[SamplesReceipt]:
+def add_samples(samples: Sequence[tuple[Any, int]], key: str | None = None) -> Call[SamplesReceipt]:
     body = {"samples": [{"pixels": _pixel_list(pixels), "label": _plain(label)} for pixels, label in samples]}
-    return Call("POST", "/samples", results.samples_receipt, {"json": body}, resend_safe=False)
+    return Call("POST", "/samples", results.samples_receipt, {"json": body, "headers": _once(key)})
+
+
+def _once(key: str | None) -> dict[str, str]:
+    """The Idempotency-Key of a write: the caller's, else a new one for this call, sent again on its retries.
+
+    The service answers a resend of a keyed write with the first answer and publishes nothing,
+    which is what makes these writes safe to retry after a lost answer (``resend_safe``).
+    """
+    return {IDEMPOTENCY_HEADER: key if key is not None else uuid.uuid4().hex}
 
 
 def model() -> Call[ModelStatus]:

@@ -5,8 +5,9 @@ non-2xx answer raises a subclass of :class:`ApiError` carrying the server's own 
 and a service that cannot be reached raises :class:`ServiceUnreachable`, so callers never have to
 look at raw HTTP. With ``retries=N`` a call is tried again up to N times when the service asks to
 come back later (503, 429: after its ``Retry-After``) or cannot be reached (capped exponential
-backoff). Writes that could land twice (feedback, samples) are resent only after a 429, which is a
-refusal before anything was done.
+backoff). Writes (feedback, samples) carry an ``Idempotency-Key`` (a new one per call unless given,
+the same on its retries), so a resend after a lost answer gets the first answer and publishes
+nothing twice.
 
 Examples
 --------
@@ -127,13 +128,15 @@ class PredictionClient:
         """The digit in a PNG/JPEG file (path, bytes or open binary file), decoded by the server."""
         return self._run(calls.predict_image(image, filename))
 
-    def feedback(self, prediction_id: str, label: int) -> FeedbackReceipt:
-        """Tell the model the true label of a prediction; it is learned like any stream sample."""
-        return self._run(calls.feedback(prediction_id, label))
+    def feedback(self, prediction_id: str, label: int, *, idempotency_key: str | None = None) -> FeedbackReceipt:
+        """Tell the model the true label of a prediction; it is learned like any stream sample, once."""
+        return self._run(calls.feedback(prediction_id, label, idempotency_key))
 
-    def add_samples(self, samples: Sequence[tuple[Any, int]]) -> SamplesReceipt:
-        """Append labelled ``(pixels, label)`` samples to the stream through the service."""
-        return self._run(calls.add_samples(samples))
+    def add_samples(
+        self, samples: Sequence[tuple[Any, int]], *, idempotency_key: str | None = None
+    ) -> SamplesReceipt:
+        """Append labelled ``(pixels, label)`` samples to the stream through the service, once."""
+        return self._run(calls.add_samples(samples, idempotency_key))
 
     def model(self) -> ModelStatus:
         """The served model: version, samples learned, metrics, worker status, lag."""
@@ -232,11 +235,13 @@ class AsyncPredictionClient:
     async def predict_image(self, image: str | Path | bytes | IO[bytes], *, filename: str | None = None) -> Prediction:
         return await self._run(calls.predict_image(image, filename))
 
-    async def feedback(self, prediction_id: str, label: int) -> FeedbackReceipt:
-        return await self._run(calls.feedback(prediction_id, label))
+    async def feedback(self, prediction_id: str, label: int, *, idempotency_key: str | None = None) -> FeedbackReceipt:
+        return await self._run(calls.feedback(prediction_id, label, idempotency_key))
 
-    async def add_samples(self, samples: Sequence[tuple[Any, int]]) -> SamplesReceipt:
-        return await self._run(calls.add_samples(samples))
+    async def add_samples(
+        self, samples: Sequence[tuple[Any, int]], *, idempotency_key: str | None = None
+    ) -> SamplesReceipt:
+        return await self._run(calls.add_samples(samples, idempotency_key))
 
     async def model(self) -> ModelStatus:
         return await self._run(calls.model())

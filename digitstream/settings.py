@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     rate_limit_loopback: bool = Field(False, description="apply write_rate to clients on this machine too")
     prediction_ttl: float = Field(3600.0, gt=0, description="seconds a prediction is kept for feedback")
     idempotency_ttl: float = Field(
-        600.0, gt=0, le=7 * 86400, description="seconds an Idempotency-Key's answer is kept, at least (at most twice)"
+        600.0, gt=0, le=7 * 86400, description="seconds an Idempotency-Key's answer is kept (at least; at most 3x)"
     )
     idempotency_max_bytes: int = Field(
         16 * 1024 * 1024, ge=64 * 1024, description="bytes of Idempotency-Key answers kept per idempotency_ttl period"

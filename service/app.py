@@ -25,6 +25,8 @@ from .batching import MicroBatcher
 from .body_limit import BodyBudget, BodyLimitMiddleware
 from .deps import API_KEY_HEADER
 from .errors import install_error_handlers
+from .idempotency import HEADER as IDEMPOTENCY_HEADER
+from .idempotency import REPLAYED_HEADER
 from .metrics import RequestMetricsMiddleware, ServiceMetrics
 from .model_holder import ModelHolder
 from .predictions import PredictionStore
@@ -82,7 +84,8 @@ def create_app(settings: Settings) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Content-Type", API_KEY_HEADER],
+            allow_headers=["Content-Type", API_KEY_HEADER, IDEMPOTENCY_HEADER],
+            expose_headers=[REPLAYED_HEADER],
         )
     app.add_middleware(
         BodyLimitMiddleware,

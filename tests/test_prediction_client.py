@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -218,6 +218,7 @@ class NotDigitstream(ThreadingHTTPServer):
 
     reply: tuple[int, str] = (200, "json")
     requests = 0
+    keys: ClassVar[list[str | None]] = []  # the Idempotency-Key of each request (reset by the tests)
 
     @property
     def url(self) -> str:
@@ -229,6 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.requests += 1
+        self.server.keys.append(self.headers.get("Idempotency-Key"))
         status, kind = self.server.reply
         bodies = {"json": json.dumps({"detail": "disk on fire"}), "text": "plain failure", "odd": json.dumps([1, 2])}
         body = bodies[kind].encode()
@@ -359,15 +361,19 @@ def test_retries_give_up_after_their_count_with_the_last_error(other_server: Not
     assert other_server.requests == 3, "one attempt and two retries"
 
 
-def test_writes_that_could_land_twice_are_not_resent_after_a_503(other_server: NotDigitstream) -> None:
+def test_writes_are_resent_after_a_503_with_the_same_idempotency_key(other_server: NotDigitstream) -> None:
+    """A write's answer may be lost after it landed: its key makes the resend safe (the service replays)."""
     other_server.reply = (503, "json")
     other_server.requests = 0
-    with (
-        PredictionClient(other_server.url, retries=Retries(count=3, backoff=0.01)) as c,
-        pytest.raises(ServiceUnavailable),
-    ):
-        c.add_samples([([0] * 784, 1)])
-    assert other_server.requests == 1
+    other_server.keys.clear()
+    with PredictionClient(other_server.url, retries=Retries(count=2, backoff=0.01, max_wait=0.01)) as c:
+        with pytest.raises(ServiceUnavailable):
+            c.add_samples([([0] * 784, 1)])
+        with pytest.raises(ServiceUnavailable):
+            c.feedback("f" * 32, 3, idempotency_key="mine")
+    first, second = other_server.keys[:3], other_server.keys[3:]
+    assert other_server.requests == 6 and len(set(first)) == 1 and second == ["mine"] * 3
+    assert first[0] is not None and len(first[0]) == 32, "a new key per call"
 
 
 def test_a_429_is_retried_even_for_writes_after_its_retry_after(other_server: NotDigitstream) -> None:

@@ -151,9 +151,10 @@ class Health:
             self._next_log = now + LOG_EVERY
         log.log(
             level,
-            "snapshot %d: %s samples learned (prequential %s, rolling %s), %s/s, lag %s%s, %d dead letters%s",
+            "snapshot %d: %s samples learned (prequential %s, rolling %s), %s/s, lag %s%s, %d dead letters%s%s",
             version, f"{position.samples_learned:,}", _percent(accuracy[0]), _percent(accuracy[1]),
             f"{self.throughput:,.0f}", "≥" if self.lag_at_least else "", self.lag, position.deadletter_count,
+            f", {position.duplicates_skipped:,} duplicates skipped" if position.duplicates_skipped else "",
             " (final)" if final else "",
         )  # fmt: skip
 
