@@ -38,7 +38,7 @@ import numpy as np
 import redis
 
 from digitstream.connections import OUTAGE_ERRORS, RedisClient
-from digitstream.protocol import FIELD_LABEL, FIELD_PIXELS, FIELD_PRODUCER, FIELD_SEQ, Keys, encode_origin
+from digitstream.protocol import FIELD_LABEL, FIELD_PIXELS, FIELD_PRODUCER, FIELD_SEQ, N_PIXELS, Keys, encode_origin
 
 log = logging.getLogger("digitstream.publisher")
 
@@ -87,7 +87,7 @@ class _Batch:
     """Entries with consecutive sequence numbers from ``first``; ``acked_at`` once Redis holds them."""
 
     first: int
-    images: np.ndarray  # (n, 784) uint8
+    pixels: bytes  # n x 784, a copy: the caller may reuse its arrays before a resend
     labels: list[int]
     acked_at: float = 0.0
 
@@ -98,7 +98,7 @@ class _Batch:
     def after(self, seq: int) -> _Batch:
         """The part of the batch numbered above ``seq``."""
         skip = max(0, seq + 1 - self.first)
-        return _Batch(self.first + skip, self.images[skip:], self.labels[skip:], self.acked_at)
+        return _Batch(self.first + skip, self.pixels[skip * N_PIXELS :], self.labels[skip:], self.acked_at)
 
 
 @dataclass
@@ -117,7 +117,7 @@ class Producer:
     producer_id: str = field(default_factory=new_producer_id)
     retry_for: float = 300.0
     resend_window: float = 5.0
-    resend_max: int = 200_000
+    resend_max: int = 100_000
     ttl: float = 86400.0
     resent: int = 0  # entries appended again after Redis lost them
     lost: int = 0  # acknowledged entries Redis lost that were no longer kept for resending
@@ -150,7 +150,7 @@ class Producer:
             held = self.client.hget(self._fence, "seq")  # not retried: an unreachable Redis fails at once
             self._held = None if held is None else int(held)
             self._next = 0 if self._held is None else self._held + 1
-        batch = _Batch(self._next, images, labels)
+        batch = _Batch(self._next, np.ascontiguousarray(images, dtype=np.uint8).tobytes(), labels)
         self._next = batch.end
         ids = self._deliver(batch)
         batch.acked_at = time.monotonic()
@@ -183,9 +183,9 @@ class Producer:
     def _args(self, piece: _Batch) -> list[Any]:
         args: list[Any] = [b"" if self._held is None else b"%d" % self._held, round(self.ttl * 1000),
                            self.producer_id, self._token, len(piece.labels)]  # fmt: skip
-        rows = memoryview(np.ascontiguousarray(piece.images, dtype=np.uint8).tobytes())
+        rows = memoryview(piece.pixels)
         for i, (label, seq) in enumerate(zip(piece.labels, range(piece.first, piece.end), strict=True)):
-            args += (rows[i * 784 : (i + 1) * 784], _LABEL_BYTES[label], b"%d" % seq)
+            args += (rows[i * N_PIXELS : (i + 1) * N_PIXELS], _LABEL_BYTES[label], b"%d" % seq)
         return args
 
     def _settle(self, piece: _Batch, batch: _Batch, reply: list[Any]) -> list[bytes] | None:

@@ -129,9 +129,10 @@ class Publisher:
     retry_for
         Seconds to keep retrying through a Redis outage (once Redis has answered once) before the
         Redis error is raised.
-    resend_window
-        Seconds an acknowledged batch is kept, to be sent again if Redis loses it (an append-only
-        file that had not reached the disk); entries Redis loses beyond it are counted in ``lost``.
+    resend_window, resend_max
+        Seconds an acknowledged batch is kept (at most ``resend_max`` entries, ~800 bytes each), to
+        be sent again if Redis loses it (an append-only file that had not reached the disk);
+        entries Redis loses beyond it are counted in ``producer.lost``.
 
     Examples
     --------
@@ -150,6 +151,7 @@ class Publisher:
         producer_id: str | None = None,
         retry_for: float = 300.0,
         resend_window: float = 5.0,
+        resend_max: int = 100_000,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -162,7 +164,7 @@ class Publisher:
         self.progress = progress
         self.producer = Producer(
             client, keys, new_producer_id() if producer_id is None else producer_id, retry_for=retry_for,
-            resend_window=resend_window,
+            resend_window=resend_window, resend_max=resend_max,
         )
         self.sent = 0
         self.rejected = 0
