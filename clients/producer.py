@@ -2,8 +2,8 @@
 
 Every entry a :class:`Producer` appends carries its ``producer`` id and a ``seq`` number, one per
 entry, consecutive (``digitstream.protocol.Origin``). A batch is appended by one Lua script that
-also records, in ``<model>:producer:<id>``, the highest number appended (the *fence*), and that
-appends nothing unless that record is the number the producer expects. So:
+also records, in ``Keys.producer(id)`` (in the stream's cluster slot), the highest number appended
+(the *fence*), and that appends nothing unless that record is the number the producer expects. So:
 
 * **A batch whose reply was lost** (a timeout, a broken connection, a Redis restart) is simply
   sent again: if it had landed, the fence refuses it and says so; if not, it is appended now.

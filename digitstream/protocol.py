@@ -15,8 +15,10 @@ Redis layout for a model named ``M`` (default ``digitstream``)::
     M:worker:status           string   JSON health of the active worker (contracts.WorkerStatus), with expiry
     M:service:pinned          string   version every service replica serves (absent: the latest)
     M:prediction:<id>         string   a served prediction's 784 pixels, kept for feedback (TTL)
-    M:producer:<producer>     hash     a publisher's fence: seq (highest appended), first, last (ids) (TTL)
-    M:idempotency:<period>    hash     Idempotency-Key -> "<fingerprint> <stream id> ..." of one period (TTL)
+    {M:samples}:producer:<p>  hash     a publisher's fence: seq (highest appended), first, last (ids), owner (TTL)
+    {M:samples}:idempotency:<period>
+                              hash     Idempotency-Key -> "<fingerprint> <stream id> ..." of one period (TTL)
+    (the last two take the stream key's hash tag, or the stream key as one: the stream's cluster slot)
 
 Stream entry (canonical form): ``pixels`` = 784 raw bytes, row-major 28x28, 0 = background;
 ``label`` = one ASCII digit. ``pixels`` may also be a JSON array text of 784 integers 0..255.
@@ -108,12 +110,26 @@ class Keys:
         return f"{self.model}:prediction:{prediction_id}"
 
     def producer(self, producer_id: str) -> str:
-        """The publisher's fence for one producer id: the highest sequence number appended (``clients.producer``)."""
-        return f"{self.model}:producer:{producer_id}"
+        """The publisher's fence for one producer id on the stream (``clients.producer``).
+
+        Its script touches the fence and the stream together, so the fence takes the stream's hash
+        tag (Redis Cluster: the same slot, whatever the key layout):
+
+        >>> Keys.for_model().producer("cam-1"), Keys.for_model("{m}").producer("cam-1")
+        ('{digitstream:samples}:producer:cam-1', '{m}:producer:cam-1')
+        """
+        return f"{self._stream_tag}:producer:{producer_id}"
 
     def idempotency(self, period: int) -> str:
-        """The service's Idempotency-Key answers of one period (``service.idempotency``)."""
-        return f"{self.model}:idempotency:{period}"
+        """The service's Idempotency-Key answers of one period (``service.idempotency``), in the stream's slot."""
+        return f"{self._stream_tag}:idempotency:{period}"
+
+    @property
+    def _stream_tag(self) -> str:
+        """The stream key's hash tag (``{...}``), or the whole key made one: it hashes to the stream's slot."""
+        start = self.samples.find("{")
+        end = self.samples.find("}", start + 1) if start >= 0 else -1
+        return self.samples[start : end + 1] if end > start + 1 else "{" + self.samples + "}"
 
 
 class InvalidSample(ValueError):

@@ -23,9 +23,11 @@ import redis
 
 from digitstream.clients.embedded_redis import RedisServer
 from digitstream.clients.prediction import PredictionClient, ServiceUnreachable
+from digitstream.connections import client_client
 from digitstream.protocol import Keys, decode_entries
 from digitstream.settings import load_settings
 from digitstream.worker.loop import Worker
+from tests.cluster_support import cluster, cluster_session, cluster_url  # noqa: F401
 from tests.service_support import LiveServer, live, make_app, trained, write  # noqa: F401
 from tests.worker_support import latest
 
@@ -197,3 +199,22 @@ def test_an_unreachable_service_is_still_reported_after_the_retries() -> None:
     with PredictionClient("http://127.0.0.1:9", timeout=0.2, retries=1) as api, pytest.raises(ServiceUnreachable):
         api.add_samples([(np.zeros(784, np.uint8), 1)])
 
+
+
+@pytest.mark.cluster
+def test_keyed_writes_work_on_a_redis_cluster(cluster_url: str) -> None:
+    """The script's keys (the stream and three periods) share the stream's slot, whatever the layout."""
+    settings = load_settings(redis_url=cluster_url, model_name=f"idem-{uuid.uuid4().hex[:8]}")
+    server = LiveServer(settings).start()
+    try:
+        first = server.post("/samples", json=samples_body(2), headers=keyed("on-a-cluster"))
+        again = server.post("/samples", json=samples_body(2), headers=keyed("on-a-cluster"))
+    finally:
+        server.stop()
+    assert first.status_code == again.status_code == 200, first.text
+    assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    client = client_client(settings)
+    try:
+        assert client.xlen(settings.keys.samples) == 2
+    finally:
+        client.close()
