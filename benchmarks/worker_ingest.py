@@ -9,6 +9,9 @@ samples. Then, alternating in each repetition (so a noisy neighbour slows all al
   dead-letter detection): what the worker must do before learning;
 * **worker**: ``Worker.run(burst=True)`` learning everything, with snapshots at the default cadence
   (a fresh model name each time, the same stream), from start to its final snapshot;
+* **worker, publisher's entries**: the same worker on a second stream holding the same samples as
+  ``digitstream publish`` writes them, with ``producer`` and ``seq`` (decoded, then checked for
+  duplicates against the producer's mark: the cost of exactly once from the publisher);
 * **learner alone** (for reference): ``learn_many`` over the same samples in memory. The worker reads
   in the main thread while the learner thread learns (the kernel releases the GIL), so with two free
   cores it approaches the slower of reading and learning; with one free core, their sum.
@@ -41,20 +44,26 @@ from redis.utils import HIREDIS_AVAILABLE
 from digitstream.clients.embedded_redis import RedisServer
 from digitstream.datasets import load_mnist
 from digitstream.learner import DeltaRuleLearner
-from digitstream.protocol import N_PIXELS, decode_entries, encode_sample
+from digitstream.protocol import N_PIXELS, decode_entries, encode_origin, encode_sample
 from digitstream.settings import load_settings
 from digitstream.worker.loop import Worker
 
 REPO = Path(__file__).resolve().parent.parent
 STREAM = "bench:samples"
+TAGGED_STREAM = "bench:samples:tagged"  # the same samples with producer and seq
 GOAL_RATIO = 0.70
 GOAL_RATE = 200_000
 
 
-def fill(client: redis.Redis, images: np.ndarray, labels: np.ndarray, chunk: int = 1000) -> None:
+def fill(
+    client: redis.Redis, images: np.ndarray, labels: np.ndarray, chunk: int = 1000, stream: str = STREAM,
+    producer: str | None = None,
+) -> None:  # fmt: skip
     pipe = client.pipeline(transaction=False)
     for i in range(len(labels)):
-        pipe.xadd(STREAM, encode_sample(images[i], int(labels[i])))  # type: ignore[arg-type]
+        fields = encode_sample(images[i], int(labels[i]))
+        fields.update(encode_origin(producer, i) if producer else {})
+        pipe.xadd(stream, fields)  # type: ignore[arg-type]
         if (i + 1) % chunk == 0:
             pipe.execute()
     pipe.execute()
@@ -96,9 +105,11 @@ def learn_only(images: np.ndarray, labels: np.ndarray) -> int:
     return learner.n_samples
 
 
-def prepared_worker(client: redis.Redis, url: str, batch_size: int, model: str) -> Callable[[], int]:
-    """A worker for a fresh model on the shared stream, built before the timing starts."""
-    settings = load_settings(redis_url=url, model_name=model, stream_key=STREAM, batch_size=batch_size)
+def prepared_worker(
+    client: redis.Redis, url: str, batch_size: int, model: str, stream: str = STREAM
+) -> Callable[[], int]:
+    """A worker for a fresh model on a shared stream, built before the timing starts."""
+    settings = load_settings(redis_url=url, model_name=model, stream_key=stream, batch_size=batch_size)
     worker = Worker(settings, client)
 
     def learn_everything() -> int:
@@ -134,11 +145,15 @@ def run(
         server = server or stack.enter_context(RedisServer(Path(tmp), appendonly=False))
         client = redis.Redis.from_url(server.url)
         fill(client, images, labels)
+        fill(client, images, labels, stream=TAGGED_STREAM, producer="bench-publisher")
         # Each case prepares (untimed) the function that is timed, for repetition r.
         cases: dict[str, Callable[[int], Callable[[], int]]] = {
             "raw read + decode (ceiling)": lambda r: lambda: read_raw(client, size),
             "read + protocol decode": lambda r: lambda: read_decoded(client, size),
             "worker (learn + snapshots)": lambda r: prepared_worker(client, server.url, size, f"bench{r}"),
+            "worker, publisher's entries (producer, seq)": lambda r: prepared_worker(
+                client, server.url, size, f"benchtagged{r}", TAGGED_STREAM
+            ),
             "learner alone, no Redis (reference)": lambda r: lambda: learn_only(images, labels),
         }
         for prepare in cases.values():  # warm up: numba's cache, Redis's memory, the sockets

@@ -55,6 +55,7 @@ MAX_PRODUCER_LENGTH = 64
 MAX_SEQ = 2**63 - 1
 _PRODUCER_RE = re.compile(PRODUCER_PATTERN.encode())
 _MAX_SEQ_DIGITS = len(str(MAX_SEQ))
+_MAX_SEQ_TEXT = str(MAX_SEQ).encode()  # digit strings of one length compare as their numbers
 
 #: Entries larger than this (all field names and values together) are rejected unread: a JSON
 #: pixel array of 784 three-digit numbers is ~3.1 KB, so 16 KiB leaves room for extra fields.
@@ -255,12 +256,33 @@ def decode_origin(fields: dict[bytes, bytes]) -> Origin | None:
 
 def _origin(producer: bytes, seq: bytes) -> Origin | None:
     """The origin if both fields are well-formed, else None (the caller says why)."""
-    if not (0 < len(seq) <= _MAX_SEQ_DIGITS and seq.isdigit() and (seq[0] != 48 or len(seq) == 1)):
-        return None  # bytes.isdigit() is ASCII only; int() alone would take " 7", "+7" and "1_0"
-    value = int(seq)
-    if value > MAX_SEQ or not _PRODUCER_RE.fullmatch(producer):
+    value = _seq_value(seq)
+    if value < 0 or not _valid_producer(producer):
         return None
     return Origin(bytes(producer), value)
+
+
+def _seq_value(seq: bytes) -> int:
+    """A well-formed ``seq`` as an int, else -1 (``decode_entries`` inlines the same check)."""
+    size = len(seq)
+    fits = 0 < size < _MAX_SEQ_DIGITS or (size == _MAX_SEQ_DIGITS and seq <= _MAX_SEQ_TEXT)
+    if fits and seq.isdigit() and (seq[0] != 48 or size == 1):
+        return int(seq)  # bytes.isdigit() is ASCII only; int() alone would take " 7", "+7" and "1_0"
+    return -1
+
+
+_KNOWN_PRODUCERS: set[bytes] = set()  # ids found valid: a stream holds few producers, each seen often
+
+
+def _valid_producer(producer: bytes) -> bool:
+    if producer in _KNOWN_PRODUCERS:
+        return True
+    if not _PRODUCER_RE.fullmatch(producer):
+        return False
+    if len(_KNOWN_PRODUCERS) >= 10_000:  # bounded, whoever writes to the stream
+        _KNOWN_PRODUCERS.clear()
+    _KNOWN_PRODUCERS.add(bytes(producer))
+    return True
 
 
 def _decode_json_pixels(raw: bytes) -> np.ndarray:
@@ -290,15 +312,25 @@ class DecodedBatch:
     labels: np.ndarray  # (n,) int64
     rejects: list[tuple[bytes, dict[bytes, bytes], str]] = field(default_factory=list)
     last_id: bytes | None = None  # of the whole read, learned or rejected
-    origins: list[Origin | None] = field(default_factory=list)  # aligned with ids; empty: none has one
+    # Each learnable entry's producer (None: it has none) and seq (-1: none), aligned with ids;
+    # both empty when no entry of the batch has an origin.
+    producers: list[bytes | None] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+
+    @property
+    def origins(self) -> list[Origin | None]:
+        """The learnable entries' origins, aligned with ids (empty when none has one)."""
+        return [None if p is None else Origin(p, s) for p, s in zip(self.producers, self.seqs, strict=True)]
 
     def without(self, drop: Sequence[int]) -> DecodedBatch:
         """The batch without the learnable entries at the positions ``drop`` (rejects and last_id kept)."""
         keep = np.ones(len(self.ids), dtype=bool)
         keep[list(drop)] = False
-        ids = [entry_id for entry_id, kept in zip(self.ids, keep, strict=True) if kept]
-        origins = [o for o, kept in zip(self.origins, keep, strict=True) if kept] if self.origins else []
-        return DecodedBatch(ids, self.images[keep], self.labels[keep], self.rejects, self.last_id, origins)
+        kept = np.flatnonzero(keep).tolist()
+        producers = [self.producers[i] for i in kept] if self.producers else []
+        seqs = [self.seqs[i] for i in kept] if self.producers else []
+        ids = [self.ids[i] for i in kept]
+        return DecodedBatch(ids, self.images[keep], self.labels[keep], self.rejects, self.last_id, producers, seqs)
 
 
 def decode_entries(entries: Sequence[Sequence[Any]]) -> DecodedBatch:
@@ -312,22 +344,29 @@ def decode_entries(entries: Sequence[Sequence[Any]]) -> DecodedBatch:
     ids: list[bytes] = []
     chunks: list[bytes] = []
     labels: list[int] = []
-    origins: list[Origin | None] = []
+    producers: list[bytes | None] = []
+    seqs: list[int] = []
     rejects: list[tuple[bytes, dict[bytes, bytes], str]] = []
     labels_get = _LABELS.get
+    known = _KNOWN_PRODUCERS
     for entry_id, fields in entries:
         if type(fields) is list:
             n = len(fields)
             if (n == 4 or n == 8) and fields[0] == FIELD_PIXELS and fields[2] == FIELD_LABEL:
                 raw, label = fields[1], labels_get(fields[3])
-                origin = None
+                producer, seq = None, -1
                 if n == 8 and fields[4] == FIELD_PRODUCER and fields[6] == FIELD_SEQ:  # the publisher's form
-                    origin = _origin(fields[5], fields[7])
-                if len(raw) == N_PIXELS and label is not None and (n == 4 or origin is not None):
+                    producer, text = fields[5], fields[7]  # checked inline: a call costs as much as the check
+                    size = len(text)
+                    fits = 0 < size < _MAX_SEQ_DIGITS or (size == _MAX_SEQ_DIGITS and text <= _MAX_SEQ_TEXT)
+                    if fits and text.isdigit() and (text[0] != 48 or size == 1):
+                        seq = int(text) if producer in known or _valid_producer(producer) else -1
+                if len(raw) == N_PIXELS and label is not None and (n == 4 or seq >= 0):
                     ids.append(entry_id)
                     chunks.append(raw)
                     labels.append(label)
-                    origins.append(origin)
+                    producers.append(producer)
+                    seqs.append(seq)
                     continue
             fields = dict(zip(fields[::2], fields[1::2], strict=False))
         raw = fields.get(FIELD_PIXELS)
@@ -336,7 +375,8 @@ def decode_entries(entries: Sequence[Sequence[Any]]) -> DecodedBatch:
             ids.append(entry_id)
             chunks.append(raw)
             labels.append(label)
-            origins.append(None)
+            producers.append(None)
+            seqs.append(-1)
             continue
         try:
             pixels, value = decode_entry(fields)
@@ -347,11 +387,13 @@ def decode_entries(entries: Sequence[Sequence[Any]]) -> DecodedBatch:
         ids.append(entry_id)
         chunks.append(pixels.tobytes())
         labels.append(value)
-        origins.append(origin)
+        producers.append(None if origin is None else origin.producer)
+        seqs.append(-1 if origin is None else origin.seq)
     images = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(len(chunks), N_PIXELS)
     last_id = entries[-1][0] if entries else None
-    tagged = origins if any(o is not None for o in origins) else []
-    return DecodedBatch(ids, images, np.array(labels, dtype=np.int64), rejects, last_id, tagged)
+    if not any(producers):  # no entry has an origin: the worker skips the duplicate check
+        producers, seqs = [], []
+    return DecodedBatch(ids, images, np.array(labels, dtype=np.int64), rejects, last_id, producers, seqs)
 
 
 def deadletter_fields(entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> dict[bytes, bytes]:

@@ -127,7 +127,8 @@ def batches_of(events: list[Event], cuts: list[int]) -> list[DecodedBatch]:
         ids = [b"%d-%d" % (e.ms, a + i) for i, e in enumerate(part)]
         images = np.stack([POOL[(7 * e.producer + e.seq) % 64] for e in part]) if part else np.zeros((0, 784), np.uint8)
         labels = np.array([e.seq % 10 for e in part], dtype=np.int64)
-        out.append(DecodedBatch(ids, images, labels, [], ids[-1] if ids else None, [e.origin for e in part]))
+        producers = [e.origin.producer for e in part]
+        out.append(DecodedBatch(ids, images, labels, [], ids[-1] if ids else None, producers, [e.seq for e in part]))
     return out
 
 
@@ -197,6 +198,25 @@ def test_without_expiry_the_learned_multiset_is_the_unique_entries_in_first_orde
     learned = run_rule(events, cuts, restarts, cap=6, ttl_ms=10**12)
     unique = list(dict.fromkeys((e.producer, e.seq) for e in events))
     assert [(e.producer, e.seq) for e in learned] == unique
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=interleavings(), cap=st.integers(1, 5), ttl_ms=st.sampled_from([100, 1000, 10**9]),
+       untagged=st.sets(st.integers(0, 200), max_size=5))  # fmt: skip
+def test_a_batch_is_filtered_exactly_as_entry_by_entry(
+    events: list[Event], cap: int, ttl_ms: int, untagged: set[int]
+) -> None:
+    """The vectorised filter (runs of one producer) decides what the per-entry rule decides."""
+    [batch] = batches_of(events, [])
+    batch.producers = [None if i in untagged else p for i, p in enumerate(batch.producers)]
+    by_batch, by_entry = Producers(cap, ttl_ms / 1000), Producers(cap, ttl_ms / 1000)
+    kept, duplicates = by_batch.filter(batch)
+    expected = [entry_id for entry_id, p, seq in zip(batch.ids, batch.producers, batch.seqs, strict=True)
+                if p is None or not by_entry.is_duplicate(Origin(p, seq), entry_id)]  # fmt: skip
+    assert kept.ids == expected and duplicates == len(batch.ids) - len(expected)
+    assert kept.labels.tolist() == [batch.labels[batch.ids.index(i)] for i in expected]
+    for name, array in by_entry.arrays().items():
+        assert np.array_equal(by_batch.arrays()[name], array), name
 
 
 def test_the_cap_forgets_the_least_recently_seen_producer_first() -> None:
