@@ -2,7 +2,7 @@
 
 Goal: ``Publisher.publish`` (which validates every sample first) sends at >= 80 % of the speed of
 a raw pipelined XADD loop with the same batch size, on the same redis-server, in the same run.
-The tightest loop redis-py allows (``execute_command``, which the publisher also uses) and one
+The tightest loop redis-py allows (``execute_command``; the publisher sends one Lua script per batch) and one
 XADD per round trip are shown for reference. Repetitions alternate between the contenders so
 that drift in machine load hits both alike; medians are reported.
 
