@@ -103,9 +103,20 @@ def role_selectors(keys: Keys) -> dict[str, list[Selector]]:
             Selector("+set +del", keys=(f"~{keys.pinned}",)),
             # Predictions kept for feedback: written by a script in chunks, read back (once) by id.
             Selector(f"+get +set +getdel {_SCRIPTS}", keys=(f"~{predictions}",)),
+            # Idempotency-Key answers (one hash per period) and the samples they appended, by one script.
+            Selector(
+                f"{_SCRIPTS} +hget +hset +hincrby +pexpireat +xadd",
+                keys=(f"~{keys.idempotency(0).rsplit(':', 1)[0]}:*", f"%W~{keys.samples}"),
+            ),
         ],
         "publisher": [
             Selector(f"{_CONNECTION} +xadd +multi +exec +discard", keys=(f"%W~{keys.samples}",)),
+            # The fenced append (clients.producer): the fence hash and the stream, by one script; reading
+            # back the entries of a batch whose answer was lost.
+            Selector(
+                f"{_SCRIPTS} +hget +hmget +hset +pexpire +xadd +xrange",
+                keys=(f"~{keys.producer('*')}", f"~{keys.samples}"),
+            ),
         ],
     }
 

@@ -185,9 +185,11 @@ def test_the_worker_user_cannot_touch_the_pin_predictions_or_the_server(clean: A
 
 
 def test_the_publisher_user_can_only_add_samples(clean: AclRedis) -> None:
+    """It appends, and reads back the ids of a batch whose answer was lost (clients.producer); nothing else."""
     publisher = clean.client("publisher")
     assert publisher.xadd(KEYS.samples, encode_sample(np.zeros(784, np.uint8), 1))  # type: ignore[arg-type]
-    for call in (lambda: publisher.xrange(KEYS.samples), lambda: publisher.xtrim(KEYS.samples, maxlen=0),
+    assert len(publisher.xrange(KEYS.samples)) == 1
+    for call in (lambda: publisher.xread({KEYS.samples: "0-0"}), lambda: publisher.xtrim(KEYS.samples, maxlen=0),
                  lambda: publisher.get(KEYS.snapshot_latest), lambda: publisher.xadd(KEYS.deadletter, {"a": "b"}),
                  lambda: publisher.delete(KEYS.samples)):  # fmt: skip
         assert refused(call)
