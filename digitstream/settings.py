@@ -52,13 +52,20 @@ class Settings(BaseSettings):
 
     # -- learner --------------------------------------------------------------------------
     # Used when a model is created; a model keeps its hyper-parameters (docs/worker.md).
-    rule: Rule = Field("softmax", description="learning rule of a new model: seed (the post's) or softmax")
+    rule: Rule = Field("softmax", description="learning rule of a new model: seed (the post's), softmax or mlp")
     learning_rate: float | None = Field(None, gt=0, description="initial learning rate (default: the rule's own)")
     schedule: Schedule | None = Field(None, description="constant, or inverse_scaling: rate / (1 + t/decay)^power")
     decay: float | None = Field(None, gt=0, description="samples over which the rate decays (inverse_scaling)")
     power: float | None = Field(None, ge=0, description="exponent of the rate's decay (inverse_scaling)")
     averaging: bool | None = Field(None, description="serve the Polyak average of the weights (softmax)")
     average_power: float | None = Field(None, ge=0, description="weight t^power of iterate t in the average")
+    hidden: int | None = Field(None, ge=1, le=4096, description="hidden units of a new mlp model (default 256)")
+    init_seed: int | None = Field(
+        None, ge=0, le=2**63 - 1, description="seed of a new mlp model's initial weights (default 0)"
+    )
+    average_every: int | None = Field(
+        None, ge=1, le=10**9, description="samples between an mlp model's averaging steps (default 25)"
+    )
 
     # -- worker ---------------------------------------------------------------------------
     batch_size: int = Field(1000, ge=1, le=100_000, description="entries per blocking stream read")
@@ -177,6 +184,9 @@ class Settings(BaseSettings):
             power=self.power,
             averaging=self.averaging,
             average_power=self.average_power,
+            hidden=self.hidden,
+            init_seed=self.init_seed,
+            average_every=self.average_every,
         )
 
 

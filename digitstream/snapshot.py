@@ -20,12 +20,17 @@ from .learner import HyperParameters, LearnerState
 from .protocol import SCHEMA_VERSION
 
 if TYPE_CHECKING:
-    from .learner import DeltaRuleLearner
+    from .learner import Learner
 
 META_FIELD = b"meta"  # the hash field holding the JSON metadata (the only place that names it)
 VERSION_FIELD = b"version"  # when present, overrides meta["version"] (the store assigns versions)
 ARRAY_PREFIX = b"array:"
-_DTYPES: dict[str, np.dtype[Any]] = {"<f8": np.dtype("<f8"), "<i8": np.dtype("<i8"), "|u1": np.dtype("u1")}
+_DTYPES: dict[str, np.dtype[Any]] = {
+    "<f8": np.dtype("<f8"),
+    "<f4": np.dtype("<f4"),  # the mlp rule's weights
+    "<i8": np.dtype("<i8"),
+    "|u1": np.dtype("u1"),
+}
 _MAX_ELEMENTS = 10_000_000
 
 
@@ -66,14 +71,14 @@ class Snapshot:
             HyperParameters.from_json(learner_meta["params"]), int(learner_meta["n_samples"]), self.arrays
         )
 
-    def learner(self) -> DeltaRuleLearner:
+    def learner(self) -> Learner:
         """The learner this snapshot holds, ready to continue learning exactly (loads the compiled kernels)."""
-        from .learner import DeltaRuleLearner
+        from .learner import learner_from_state
 
-        return DeltaRuleLearner.from_state(self.learner_state())
+        return learner_from_state(self.learner_state())
 
 
-def snapshot_of(learner: DeltaRuleLearner, **meta: Any) -> Snapshot:
+def snapshot_of(learner: Learner, **meta: Any) -> Snapshot:
     """A snapshot of ``learner`` (arrays copied) with extra metadata fields."""
     state = learner.state()
     return Snapshot({"schema": SCHEMA_VERSION, **meta, "learner": state.meta()}, state.arrays)

@@ -215,7 +215,35 @@ class WeightTemplates(BaseModel):
 
     version: int
     samples_learned: int
+    rule: str = Field(
+        description="linear rules: their weights; mlp: the output layer mapped back through the hidden one "
+        "(what the first layer learned since its seeded start, times the output weights)"
+    )
     weights: list[Annotated[list[float], Field(min_length=784, max_length=784)]] = Field(
         min_length=10, max_length=10, description="10 templates (digits 0..9) of 784 weights, row-major 28x28"
     )
     bias: list[float] = Field(min_length=10, max_length=10)
+
+
+class HiddenUnit(BaseModel):
+    unit: int = Field(description="index of the unit in the hidden layer")
+    importance: float = Field(description="|learned input weights| x |output weights|: how much it sways the scores")
+    votes_for: Digit = Field(description="the digit its output weights favour most")
+    votes_against: Digit = Field(description="the digit its output weights disfavour most")
+    output: list[float] = Field(min_length=10, max_length=10, description="its weight in each digit's score")
+    peak: float = Field(description="the largest |learned input weight|: input = round(127 * weight / peak)")
+    input: list[Annotated[int, Field(ge=-127, le=127)]] = Field(
+        min_length=784, max_length=784,
+        description="what it learned to detect: its input weights minus their seeded start, row-major 28x28, "
+        "scaled to -127..127 of peak",
+    )  # fmt: skip
+
+
+class HiddenFeatures(BaseModel):
+    """The most important hidden units of the served model (mlp rule; none for the linear rules)."""
+
+    version: int
+    samples_learned: int
+    rule: str
+    hidden: int = Field(description="units in the hidden layer (0: a linear rule)")
+    units: list[HiddenUnit] = Field(description="the most important units, most important first")

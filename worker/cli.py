@@ -18,6 +18,7 @@ import click
 import redis
 
 from digitstream.connections import worker_client
+from digitstream.learner.params import RULES
 from digitstream.logs import LOG_FORMATS, configure_logging
 from digitstream.settings import SettingsError, load_settings, redact, redis_url
 
@@ -30,8 +31,10 @@ EXIT_USAGE = 2
 @click.option("--model", "model_name", help="model name, the prefix of all its keys [DIGITSTREAM_MODEL_NAME]")
 @click.option("--stream", "stream_key", help="samples stream key (default <model>:samples)")
 @click.option("--deadletter-stream", "deadletter_key", help="dead-letter stream key (default <model>:deadletter)")
-@click.option("--rule", type=click.Choice(["seed", "softmax"]), help="learning rule of a new model [softmax]")
+@click.option("--rule", type=click.Choice(RULES), help="learning rule of a new model [softmax]")
 @click.option("--learning-rate", type=float, help="learning rate of a new model (default: the rule's own)")
+@click.option("--hidden", type=int, help="hidden units of a new mlp model [256]")
+@click.option("--init-seed", type=int, help="seed of a new mlp model's initial weights [0]")
 @click.option("--batch-size", type=int, help="entries per blocking stream read [1000]")
 @click.option("--block-ms", type=int, help="how long one read waits for new entries [200]")
 @click.option("--snapshot-every", type=int, help="samples between snapshots [100000]")

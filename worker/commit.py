@@ -44,7 +44,7 @@ from .retry import CONNECTION_ERRORS, RedisRetry
 from .status import Health
 
 if TYPE_CHECKING:
-    from digitstream.learner import DeltaRuleLearner
+    from digitstream.learner import Learner
 
 log = logging.getLogger("digitstream.worker")
 
@@ -105,7 +105,7 @@ class Commits:
 
     # -- the snapshot ---------------------------------------------------------------------------
     def commit(
-        self, learner: DeltaRuleLearner, position: Position, metrics: OnlineMetrics, health: Health,
+        self, learner: Learner, position: Position, metrics: OnlineMetrics, health: Health,
         keep_lease: Callable[[], None], producers: Producers | None = None,
     ) -> int:  # fmt: skip
         """Write learner, position, metrics, faults, dead letters, producers' marks and trim as the next version.

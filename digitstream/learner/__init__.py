@@ -1,4 +1,4 @@
-"""The delta-rule learners (pure: numpy in, numpy out).
+"""The learners of the delta rules, linear and with a hidden layer (pure: numpy in, numpy out).
 
 Importing this package is cheap: the compiled learner (numba) and the river adapter load on first
 use of their names, so the settings, the snapshot format and the API process, which need only
@@ -10,16 +10,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .factory import Learner, learner_from_state, new_learner
 from .params import RULES, SCHEDULES, HyperParameters, Rule, Schedule
 from .scoring import Scorer, scorer_for, scores_to_proba
 from .state import LearnerState
 
 if TYPE_CHECKING:
+    from .mlp import MLPLearner
     from .model import DeltaRuleLearner, as_images, as_labels
     from .river_api import DeltaRuleClassifier
 
 _LAZY = {
     "DeltaRuleLearner": ".model",
+    "MLPLearner": ".mlp",
     "as_images": ".model",
     "as_labels": ".model",
     "DeltaRuleClassifier": ".river_api",
@@ -39,12 +42,16 @@ __all__ = [
     "DeltaRuleClassifier",
     "DeltaRuleLearner",
     "HyperParameters",
+    "Learner",
     "LearnerState",
+    "MLPLearner",
     "Rule",
     "Schedule",
     "Scorer",
     "as_images",
     "as_labels",
+    "learner_from_state",
+    "new_learner",
     "scorer_for",
     "scores_to_proba",
 ]

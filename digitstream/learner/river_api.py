@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 from river import base
 
-from .model import N_PIXELS, DeltaRuleLearner, as_images
+from .factory import new_learner
+from .model import N_PIXELS, as_images
 from .params import HyperParameters, Rule, Schedule
 
 
@@ -27,7 +28,10 @@ def dict_to_pixels(x: dict[Any, Any]) -> np.ndarray:
 
 
 class DeltaRuleClassifier(base.MiniBatchClassifier):
-    """river classifier backed by :class:`DeltaRuleLearner` (same exact per-sample updates).
+    """river classifier backed by the project's learner of ``rule`` (same exact per-sample updates).
+
+    ``rule="mlp"`` learns the network with a hidden layer (``hidden`` units, initial weights from
+    ``init_seed``); the other parameters default to the rule's own.
 
     Examples
     --------
@@ -49,6 +53,9 @@ class DeltaRuleClassifier(base.MiniBatchClassifier):
         power: float | None = None,
         averaging: bool | None = None,
         average_power: float | None = None,
+        hidden: int | None = None,
+        init_seed: int | None = None,
+        average_every: int | None = None,
     ) -> None:
         self.rule = rule
         self.learning_rate = learning_rate
@@ -57,11 +64,15 @@ class DeltaRuleClassifier(base.MiniBatchClassifier):
         self.power = power
         self.averaging = averaging
         self.average_power = average_power
+        self.hidden = hidden
+        self.init_seed = init_seed
+        self.average_every = average_every
         params = HyperParameters.for_rule(
             rule, learning_rate=learning_rate, schedule=schedule, decay=decay, power=power,
-            averaging=averaging, average_power=average_power,
+            averaging=averaging, average_power=average_power, hidden=hidden, init_seed=init_seed,
+            average_every=average_every,
         )  # fmt: skip
-        self.learner = DeltaRuleLearner(params)
+        self.learner = new_learner(params)
 
     @property
     def _multiclass(self) -> bool:

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .mlp_init import check_arrays, initial_arrays
 from .params import HyperParameters
 from .state import LearnerState
 
@@ -30,6 +31,10 @@ class Scorer(Protocol):
 
     def templates(self) -> tuple[np.ndarray, np.ndarray]:
         """What each class responds to in pixel space: (weights (784, 10), bias (10,)), for pictures."""
+        ...
+
+    def features(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The hidden layer, for pictures: (learned input weights (784, H), output weights (H, 10)); None if none."""
         ...
 
 
@@ -55,9 +60,56 @@ class LinearScorer:
     def templates(self) -> tuple[np.ndarray, np.ndarray]:
         return self.wt, self.bias
 
+    def features(self) -> None:
+        return None
+
+
+class MLPScorer:
+    """The ``mlp`` rule: the served (averaged) layers, scored in float32 as the learner keeps them."""
+
+    def __init__(self, state: LearnerState) -> None:
+        self.params = state.params
+        arrays = check_arrays(state.arrays, state.params.hidden)
+        prefix = "avg_" if state.params.averaging and arrays["norm"][0] > 0 else ""
+        self.w1, self.b1, self.w2, self.b2 = (arrays[prefix + name] for name in ("w1", "b1", "w2", "b2"))
+        if not all(np.isfinite(a).all() for a in (self.w1, self.b1, self.w2, self.b2)):
+            raise ValueError("the state has non-finite weights")
+        self._scale = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
+        self._learned_w1: np.ndarray | None = None  # computed for the first picture
+
+    def scores(self, images: np.ndarray) -> np.ndarray:
+        out = np.empty((images.shape[0], N_CLASSES), dtype=np.float64)
+        for start in range(0, images.shape[0], CHUNK_ROWS):
+            hidden = self._scale[images[start : start + CHUNK_ROWS]] @ self.w1
+            hidden += self.b1
+            np.maximum(hidden, 0.0, out=hidden)
+            out[start : start + CHUNK_ROWS] = hidden @ self.w2 + self.b2
+        return out
+
+    def templates(self) -> tuple[np.ndarray, np.ndarray]:
+        """The output layer mapped back through the hidden one: ``learned_w1 @ w2`` and ``b1 @ w2 + b2``.
+
+        The network's linear part (exact for an image that leaves every unit on), from what the
+        first layer learned: ink on a positive weight raises the digit's score through the units
+        that vote for it. ``learned_w1`` is ``w1`` minus its seeded initial value, which pixels
+        that were never inked keep: their random start says nothing about digits.
+        """
+        learned, w2 = self.features()
+        weights = learned.astype(np.float64) @ w2.astype(np.float64)
+        bias = self.b1.astype(np.float64) @ w2.astype(np.float64) + self.b2
+        return weights, bias
+
+    def features(self) -> tuple[np.ndarray, np.ndarray]:
+        """(``w1`` minus its seeded initial value (784, H), ``w2`` (H, 10)): what each unit learned to detect."""
+        if self._learned_w1 is None:
+            self._learned_w1 = self.w1 - initial_arrays(self.params)["w1"]
+        return self._learned_w1, self.w2
+
 
 def scorer_for(state: LearnerState) -> Scorer:
     """The scorer of a learned state; ValueError if its arrays are missing, misshapen or non-finite."""
+    if state.params.rule == "mlp":
+        return MLPScorer(state)
     return LinearScorer(state)
 
 
@@ -108,4 +160,12 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return proba
 
 
-__all__ = ["LinearScorer", "Scorer", "pixel_values", "scorer_for", "scores_to_proba", "served_linear_parameters"]
+__all__ = [
+    "LinearScorer",
+    "MLPScorer",
+    "Scorer",
+    "pixel_values",
+    "scorer_for",
+    "scores_to_proba",
+    "served_linear_parameters",
+]

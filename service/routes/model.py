@@ -1,4 +1,4 @@
-"""GET /model, /model/versions, /model/weights(.png); POST /model/pin, /model/unpin (rollback and back)."""
+"""GET /model, /model/versions, /model/weights(.png), /model/features(.png); POST /model/pin, /model/unpin."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from digitstream.settings import Settings
 
 from ..access import redact_worker
 from ..deps import HolderDep, ModelDep, api_key_dependencies
+from ..errors import error
+from ..features import MAX_UNITS, features_json, features_png
 from ..model_holder import ModelHolder, ServedModel
-from ..schemas import ModelInfo, PinRequest, Versions, WeightTemplates
+from ..schemas import HiddenFeatures, ModelInfo, PinRequest, Versions, WeightTemplates
 from ..weights_image import weights_png
 from .responses import errors
 
@@ -72,13 +74,36 @@ def register(api: FastAPI, settings: Settings) -> None:
         """The 10 weight templates as 28x28 tiles (blue: ink votes for the digit, red: against), ``scale`` x."""
         return Response(weights_png(model, scale), media_type="image/png", headers={"Cache-Control": "no-cache"})
 
+    @api.get("/model/features", tags=tags, response_model=HiddenFeatures, responses=errors(422, 503))
+    async def features(model: ModelDep, count: Annotated[int, Query(ge=1, le=MAX_UNITS)] = 36) -> Response:
+        """The ``count`` most important hidden units (mlp rule): what each learned to detect, whom it votes for."""
+        body = features_json(model, count)
+        return Response(body, media_type="application/json", headers={"Cache-Control": "no-cache"})
+
+    @api.get(
+        "/model/features.png",
+        tags=tags,
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}, "description": "12 tiles a row"}, **errors(404, 422, 503)},
+    )
+    async def features_picture(
+        model: ModelDep,
+        count: Annotated[int, Query(ge=1, le=MAX_UNITS)] = 36,
+        scale: Annotated[int, Query(ge=1, le=16)] = 4,
+    ) -> Response:
+        """The ``count`` most important hidden units' learned input weights as 28x28 tiles (mlp rule)."""
+        if model.scorer.features() is None:
+            return error(404, f"the served model ({model.rule} rule) has no hidden layer")
+        body = features_png(model, count, scale)
+        return Response(body, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
 
 @functools.lru_cache(maxsize=4)
 def weights_json(model: ServedModel) -> bytes:
     """The GET /model/weights body, encoded once per served model (float32: ~80 kB, plenty for a picture)."""
     weights, bias = model.scorer.templates()
     return orjson.dumps(
-        {"version": model.version, "samples_learned": model.samples_learned,
+        {"version": model.version, "samples_learned": model.samples_learned, "rule": model.rule,
          "weights": np.ascontiguousarray(weights.T, dtype=np.float32), "bias": bias.astype(np.float32)},
         option=orjson.OPT_SERIALIZE_NUMPY,
     )  # fmt: skip

@@ -3,13 +3,16 @@
 // Drawing: the canvas is sent as a PNG to POST /predict/image, which makes it MNIST-like exactly as the
 // service documents (invert, crop, fit 20x20, centre by mass), so the page predicts what any client would.
 // Live panel: GET /model every second (the service hot-reloads snapshots within a second, so the page
-// is at most ~1-2 s behind the worker); /model/weights and /model/versions only when the version changed.
+// is at most ~1-2 s behind the worker); /model/weights and /model/versions only when the version changed,
+// /model/features (mlp rule: its hidden units) when it changed and at most every 5 s.
 "use strict";
 
 (() => {
   const POLL_MS = 1000;
   const PREDICT_EVERY_MS = 150; // while drawing: at most one request in flight, at most ~7 a second
   const VERSIONS_EVERY_MS = 5000;
+  const FEATURES_EVERY_MS = 5000;
+  const FEATURE_COUNT = 36;
   const KEY_STORAGE = "digitstream-api-key";
   const POSITIVE = [16, 64, 160]; // as GET /model/weights.png: blue = ink votes for the digit
   const NEGATIVE = [200, 32, 32]; // red = ink votes against it
@@ -19,6 +22,8 @@
     model: null,
     weightsVersion: null,
     weightsFetchedAt: -Infinity,
+    featuresVersion: null,
+    featuresFetchedAt: -Infinity,
     versionsFetchedAt: -Infinity,
     versionsForModel: null,
     confusionKey: null,
@@ -329,6 +334,7 @@
       $("live").classList.remove("stale");
       $("updated").textContent = " · updated " + new Date().toLocaleTimeString();
       await refreshWeights(model);
+      await refreshFeatures(model);
       await refreshVersions(model);
     } catch (err) {
       if (isNoModel(err)) {
@@ -541,11 +547,60 @@
       $("weights-note").textContent = "Weight templates unavailable: " + describeError(err);
       return;
     }
+    const mlp = data.rule === "mlp";
+    $("weights-title").textContent = mlp ? "What each digit responds to" : "Weight templates";
+    $("weights-linear").hidden = mlp;
+    $("weights-mlp").hidden = !mlp;
     for (let digit = 0; digit < 10; digit++) drawTemplate($("weights-" + digit), data.weights[digit], digit);
     state.weightsVersion = data.version;
     $("weights").dataset.version = String(data.version);
+    $("weights").dataset.rule = data.rule;
     $("weights-note").textContent = "Version " + data.version + ", after " + fmtInt(data.samples_learned) +
       " samples; each template is scaled to its own largest weight.";
+  }
+
+  // ---- hidden-layer features (mlp rule) ----------------------------------------------------------------
+  async function refreshFeatures(model) {
+    const mlp = model.rule === "mlp";
+    $("features-section").hidden = !mlp;
+    $("features-link").hidden = !mlp;
+    if (!mlp) {
+      state.featuresVersion = null;
+      return;
+    }
+    const now = performance.now();
+    if (model.version === state.featuresVersion || now - state.featuresFetchedAt < FEATURES_EVERY_MS) return;
+    state.featuresFetchedAt = now;
+    let data;
+    try {
+      data = await api("/model/features?count=" + FEATURE_COUNT);
+    } catch (err) {
+      $("features-note").textContent = "Hidden-layer features unavailable: " + describeError(err);
+      return;
+    }
+    const holder = $("features");
+    holder.replaceChildren();
+    data.units.forEach((unit, rank) => {
+      const figure = document.createElement("figure");
+      figure.setAttribute("role", "listitem");
+      const canvas = document.createElement("canvas");
+      canvas.width = 28;
+      canvas.height = 28;
+      canvas.id = "feature-" + rank;
+      canvas.dataset.unit = String(unit.unit);
+      drawTemplate(canvas, unit.input, null);
+      const label = "hidden unit " + unit.unit + ": votes for " + unit.votes_for + ", against " + unit.votes_against;
+      canvas.setAttribute("aria-label", label);
+      const caption = document.createElement("figcaption");
+      caption.textContent = "+" + unit.votes_for + " \u2212" + unit.votes_against;
+      caption.title = label;
+      figure.append(canvas, caption);
+      holder.appendChild(figure);
+    });
+    state.featuresVersion = data.version;
+    holder.dataset.version = String(data.version);
+    $("features-note").textContent = "Version " + data.version + ": the " + data.units.length + " most important of " +
+      fmtInt(data.hidden) + " units; each map is scaled to its own largest weight.";
   }
 
   function drawTemplate(canvas, weights, digit) {
@@ -564,7 +619,7 @@
       image.data[4 * i + 3] = 255;
     }
     g.putImageData(image, 0, 0);
-    canvas.setAttribute("aria-label", "weight template of digit " + digit);
+    if (digit !== null) canvas.setAttribute("aria-label", "weight template of digit " + digit);
   }
 
   // ---- versions, pin / unpin ---------------------------------------------------------------------------
