@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from digitstream.learner import DeltaRuleLearner
+from digitstream.learner import Learner, new_learner
 from digitstream.protocol import Keys, encode_sample
 from digitstream.settings import Settings
 from digitstream.snapshot import Snapshot
@@ -42,11 +42,19 @@ def publish_raw(client: redis.Redis, stream: str, entries: list[dict[bytes, byte
     return list(pipe.execute())
 
 
-def reference(settings: Settings, images: np.ndarray, labels: np.ndarray) -> tuple[DeltaRuleLearner, np.ndarray]:
+def reference(settings: Settings, images: np.ndarray, labels: np.ndarray) -> tuple[Learner, np.ndarray]:
     """A learner trained in-process on the samples, with its prequential predictions."""
-    learner = DeltaRuleLearner(settings.hyper_parameters())
+    learner = new_learner(settings.hyper_parameters())
     predictions = learner.learn_many(images, labels) if len(labels) else np.zeros(0, dtype=np.int8)
     return learner, predictions
+
+
+def state_difference(a: Learner, b: Learner) -> float:
+    """The largest relative difference between two learners' state arrays (inf if they hold different arrays)."""
+    mine, theirs = a.state().arrays, b.state().arrays
+    if mine.keys() != theirs.keys():
+        return float("inf")
+    return max(relative_difference(mine[name].astype(np.float64), theirs[name].astype(np.float64)) for name in mine)
 
 
 def relative_difference(a: np.ndarray, b: np.ndarray) -> float:

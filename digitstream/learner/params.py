@@ -107,5 +107,5 @@ SEED = HyperParameters(
 SOFTMAX = HyperParameters()
 MLP = HyperParameters(
     rule="mlp", learning_rate=0.05, schedule="inverse_scaling", decay=2000.0, power=0.5, averaging=True,
-    average_power=4.0, hidden=256, init_seed=0, average_every=50,
+    average_power=4.0, hidden=256, init_seed=0, average_every=25,
 )  # fmt: skip
