@@ -3,7 +3,8 @@
 Every learner sees the training stream in order, predicting each sample before learning it
 (prequential); the slow ones see a prefix only. Timings are medians over repetitions taken in
 alternation, so a noisy neighbour slows all of them alike; the table reports ratios to this
-project's learner.
+project's learners. The default mlp also learns 5 passes over the stream (as the demo loops) for
+its test accuracy then.
 
     python benchmarks/learners.py [--data DIR] [--repeats 5]
 """
@@ -23,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from digitstream.datasets import find_mnist, load_mnist
-from digitstream.learner import DeltaRuleLearner, HyperParameters
-from digitstream.learner.reference import numpy_loop, pure_python_seed
+from digitstream.learner import HyperParameters, new_learner
+from digitstream.learner.reference import numpy_loop, numpy_mlp, pure_python_seed
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -53,9 +54,17 @@ def prequential_curve(correct: np.ndarray, points: int = 60) -> list[tuple[int, 
     return [(int(m), float(cumulative[m - 1])) for m in marks]
 
 
-def ours(rule: str) -> Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], dict[str, Any]]:
+MLP_PASSES = 5
+SOFTMAX, SEED, MLP = (
+    "digitstream softmax (exact per-sample)",
+    "digitstream seed (exact per-sample)",
+    "digitstream mlp (exact per-sample)",
+)
+
+
+def ours(rule: str, **overrides: Any) -> Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], dict[str, Any]]:
     def run(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray) -> dict[str, Any]:
-        learner = DeltaRuleLearner(HyperParameters.for_rule(rule))  # type: ignore[arg-type]
+        learner = new_learner(HyperParameters.for_rule(rule, **overrides))  # type: ignore[arg-type]
         start = time.perf_counter()
         predictions = learner.learn_many(x, y)
         seconds = time.perf_counter() - start
@@ -69,6 +78,38 @@ def numpy_loop_seed(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray
     start = time.perf_counter()
     _, _, predictions = numpy_loop(HyperParameters.for_rule("seed"), x, y)
     return {"seconds": time.perf_counter() - start, "correct": predictions == y}
+
+
+def numpy_mlp_reference(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray) -> dict[str, Any]:
+    start = time.perf_counter()
+    _, predictions = numpy_mlp(HyperParameters.for_rule("mlp"), x, y)
+    return {"seconds": time.perf_counter() - start, "correct": predictions == y}
+
+
+def mlp_passes(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, passes: int) -> list[float]:
+    """Test accuracy of the default mlp after each of ``passes`` in-order passes over the stream."""
+    learner = new_learner(HyperParameters.for_rule("mlp"))
+    accuracies = []
+    for _ in range(passes):
+        learner.learn_many(x, y)
+        accuracies.append(float(np.mean(learner.predict_many(xt) == yt)))
+    return accuracies
+
+
+def sklearn_mlp(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray) -> dict[str, Any]:
+    """scikit-learn's MLPClassifier (256 ReLU units, its defaults: Adam) fed one sample per partial_fit."""
+    from sklearn.neural_network import MLPClassifier
+
+    model = MLPClassifier(hidden_layer_sizes=(256,), random_state=0)
+    inputs = x.astype(np.float64) / 255.0
+    classes = np.arange(10)
+    correct = np.zeros(len(y), dtype=bool)
+    start = time.perf_counter()
+    for i in range(len(y)):
+        if i:  # before the first partial_fit it has no classes to predict
+            correct[i] = model.predict(inputs[i : i + 1])[0] == y[i]
+        model.partial_fit(inputs[i : i + 1], y[i : i + 1], classes=classes)
+    return {"seconds": time.perf_counter() - start, "correct": correct}
 
 
 def pure_python(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray) -> dict[str, Any]:
@@ -98,7 +139,18 @@ def river_model(kind: str) -> Callable[[np.ndarray, np.ndarray, np.ndarray, np.n
     return run
 
 
-def vowpal_wabbit(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray) -> dict[str, Any]:
+def vowpal_wabbit(
+    arguments: str, test: bool = True
+) -> Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], dict[str, Any]]:
+    """VW with ``arguments``; ``test``: also score the test set (not for the slow ones, which see a prefix)."""
+
+    def run(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray) -> dict[str, Any]:
+        return _vowpal_wabbit(arguments, x, y, xt if test else xt[:0], yt if test else yt[:0])
+
+    return run
+
+
+def _vowpal_wabbit(arguments: str, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray) -> dict[str, Any]:
     from vowpalwabbit import pyvw
 
     def line(image: list[int], label: int | None) -> str:
@@ -106,7 +158,7 @@ def vowpal_wabbit(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray) 
         return f"{'' if label is None else label + 1} | {features}"
 
     lines = [line(image, label) for image, label in zip(x.tolist(), y.tolist(), strict=True)]
-    vw = pyvw.Workspace("--oaa 10 --quiet")
+    vw = pyvw.Workspace(f"{arguments} --quiet")
     correct = np.zeros(len(y), dtype=bool)
     start = time.perf_counter()
     for i, text in enumerate(lines):
@@ -119,7 +171,10 @@ def vowpal_wabbit(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray) 
     for image, label in zip(xt.tolist(), yt.tolist(), strict=True):
         test_correct += vw.predict(line(image, None)) == label + 1
     vw.finish()
-    return {"seconds": seconds, "correct": correct, "test": test_correct / len(yt)}
+    out: dict[str, Any] = {"seconds": seconds, "correct": correct}
+    if len(yt):
+        out["test"] = test_correct / len(yt)
+    return out
 
 
 def run(data_dir: Path | None = None, repeats: int = 5, quick: bool = False) -> dict[str, Any]:
@@ -128,21 +183,36 @@ def run(data_dir: Path | None = None, repeats: int = 5, quick: bool = False) -> 
     train, test = load_mnist(directory, "train"), load_mnist(directory, "test")
     x, y, xt, yt = train.images, train.labels.astype(np.int64), test.images, test.labels
     n = len(y)
+    mlp = HyperParameters.for_rule("mlp")
     plan: list[tuple[str, int, Callable[..., dict[str, Any]], str]] = [
-        ("digitstream softmax (exact per-sample)", n, ours("softmax"), ""),
-        ("digitstream seed (exact per-sample)", n, ours("seed"), ""),
+        (SOFTMAX, n, ours("softmax"), ""),
+        (SEED, n, ours("seed"), ""),
+        (MLP, n, ours("mlp"), f"{mlp.hidden} hidden units, averaged every {mlp.average_every} samples (the default)"),
+        ("digitstream mlp, no averaging", n, ours("mlp", averaging=False), "the same without the served average"),
+        ("numpy reference, mlp rule", 200 if quick else 1000, numpy_mlp_reference, "one sample per Python iteration"),
         ("numpy loop, seed rule", 2000 if quick else 5000, numpy_loop_seed, "one sample per Python iteration"),
         ("the post's pure Python, seed rule", 100 if quick else 300, pure_python, "lists of floats"),
         ("river SoftmaxRegression", 1000 if quick else 3000, river_model("softmax"), "river 0.26 defaults"),
         ("river OneVsRest(LogisticRegression)", 1000 if quick else 3000, river_model("ovr"), "river 0.26 defaults"),
     ]
     try:
+        import sklearn  # noqa: F401
+
+        plan.append(("scikit-learn MLPClassifier.partial_fit", 100 if quick else 500, sklearn_mlp,
+                     "256 ReLU units, Adam (its defaults), one sample per call"))  # fmt: skip
+    except ImportError:
+        plan.append(("scikit-learn MLPClassifier.partial_fit", 0, pure_python, "skipped: pip install scikit-learn"))
+    try:
         import vowpalwabbit  # noqa: F401
 
-        plan.append(("Vowpal Wabbit --oaa 10 (pyvw)", n, vowpal_wabbit, "predict + learn per example"))
+        plan.append(("Vowpal Wabbit --oaa 10 (pyvw)", n, vowpal_wabbit("--oaa 10"), "predict + learn per example"))
+        nn, note = vowpal_wabbit("--oaa 10 --nn 256", test=False), "256 hidden units, its defaults"
+        plan.append(("Vowpal Wabbit --oaa 10 --nn 256 (pyvw)", 200 if quick else 1000, nn, note))
     except ImportError:
-        plan.append(("Vowpal Wabbit --oaa 10 (pyvw)", 0, pure_python, "skipped: pip install vowpalwabbit"))
-    ours("softmax")(x[:10], y[:10], xt[:10], yt[:10])  # compile (or load the cache) outside the timings
+        for name in ("Vowpal Wabbit --oaa 10 (pyvw)", "Vowpal Wabbit --oaa 10 --nn 256 (pyvw)"):
+            plan.append((name, 0, pure_python, "skipped: pip install vowpalwabbit"))
+    for rule in ("softmax", "mlp"):  # compile (or load the cache) outside the timings
+        ours(rule)(x[:10], y[:10], xt[:10], yt[:10])
     results = [Result(name, size, note=note) for name, size, _, note in plan]
     slow_repeats = 1 if quick else max(1, repeats // 2)
     for r in range(repeats):
@@ -156,25 +226,39 @@ def run(data_dir: Path | None = None, repeats: int = 5, quick: bool = False) -> 
                 result.curve = prequential_curve(out["correct"])
             if "test" in out and result.test is None:
                 result.test = out["test"]
-    return {"results": results, "train_size": n, "repeats": repeats}
+    passes = 2 if quick else MLP_PASSES
+    return {"results": results, "train_size": n, "repeats": repeats, "mlp_passes": mlp_passes(x, y, xt, yt, passes)}
+
+
+def by_name(report: dict[str, Any]) -> dict[str, Result]:
+    return {r.name: r for r in report["results"]}
 
 
 def table(report: dict[str, Any]) -> str:
     results: list[Result] = report["results"]
-    base = results[0].rate
+    named = by_name(report)
+    base, mlp = named[SOFTMAX].rate, named[MLP].rate
     rows = [
-        "| learner | samples | samples/s (median) | vs digitstream softmax | prequential | test (10k) | note |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| learner | samples | samples/s (median) | vs digitstream softmax | vs digitstream mlp | prequential "
+        "| test (10k) | note |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in results:
         if not r.seconds:
-            rows.append(f"| {r.name} | — | — | — | — | — | {r.note} |")
+            rows.append(f"| {r.name} | — | — | — | — | — | — | {r.note} |")
             continue
         preq = f"{r.prequential:.2%}" if r.prequential is not None else "—"
         test = f"{r.test:.2%}" if r.test is not None else "—"
         rows.append(
-            f"| {r.name} | {r.samples:,} | {r.rate:,.0f} | {r.rate / base:.4g}x | {preq} | {test} | "
-            f"{r.note}{' ' if r.note else ''}({len(r.seconds)} runs) |"
+            f"| {r.name} | {r.samples:,} | {r.rate:,.0f} | {r.rate / base:.4g}x | {r.rate / mlp:.4g}x | {preq} "
+            f"| {test} | {r.note}{' ' if r.note else ''}({len(r.seconds)} runs) |"
+        )
+    passes = report.get("mlp_passes") or []
+    if passes:
+        rows.append("")
+        rows.append(
+            f"digitstream mlp, test accuracy after each of {len(passes)} in-order passes over the stream: "
+            + ", ".join(f"{a:.2%}" for a in passes)
         )
     return "\n".join(rows)
 

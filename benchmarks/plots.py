@@ -67,6 +67,33 @@ def learning_curves(results: Sequence[Result], served_curve: Sequence[Sequence[f
     return _save(fig, path)
 
 
+def accuracy_against_speed(results: Sequence[Result], path: Path) -> Path:
+    """Each learner as a point: prequential accuracy (on what it saw) against samples/s, log scale.
+
+    Up and to the right is better. The learners that saw only a prefix of the stream are drawn
+    hollow: their accuracy is that of the early, easier-to-get-wrong part of the stream.
+    """
+    measured = [r for r in results if r.seconds and r.prequential is not None]
+    full = max((r.samples for r in measured), default=0)
+    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    for r in measured:
+        ours = r.name.startswith("digitstream")
+        colour = OURS if ours else OTHERS
+        ax.plot(r.rate, r.prequential * 100, "o", markersize=8, color=colour,  # type: ignore[operator]
+                fillstyle="full" if r.samples == full else "none", markeredgewidth=1.5)  # fmt: skip
+        label = r.name if r.samples == full else f"{r.name} ({r.samples:,} samples)"
+        ax.annotate(label, (r.rate, r.prequential * 100), textcoords="offset points", xytext=(7, 3),  # type: ignore[operator]
+                    fontsize=7, color="#1d2330" if ours else "#555555")  # fmt: skip
+    ax.set_xscale("log")
+    rates = [r.rate for r in measured] or [1.0]
+    ax.set_xlim(min(rates) / 2, max(rates) * 20)
+    ax.set_xlabel("samples learned per second (median, log scale)")
+    ax.set_ylabel("prequential accuracy (%)")
+    ax.set_title("Accuracy against speed (filled: the whole stream; hollow: a prefix)", fontsize=11)
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)
+
+
 def freshness(seconds: Sequence[float], goal: float, path: Path) -> Path:
     """Empirical CDF of XADD -> served-model-has-learned-it, with the median and the goal marked."""
     ordered = np.sort(np.asarray(seconds, dtype=float))

@@ -22,12 +22,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
-
-if TYPE_CHECKING:
-    from digitstream.benchmarks.learners import Result
 
 # The parts (numpy, numba, redis, the worker...) are imported when the suite runs, not when the
 # CLI lists its commands: `digitstream --help` stays fast.
@@ -37,6 +34,10 @@ PLOTS = Path("docs") / "bench"
 GOAL_LEARNER_RATE = 500_000
 GOAL_TEST_ACCURACY = 0.910
 GOAL_PREQUENTIAL = 0.895
+GOAL_MLP_RATE = 100_000
+GOAL_MLP_TEST = 0.960
+GOAL_MLP_PREQUENTIAL = 0.935
+GOAL_MLP_TEST_PASSES = 0.975
 
 
 @dataclass(frozen=True)
@@ -164,13 +165,13 @@ def check_served_curve(data_dir: Path, service_report: dict[str, Any]) -> dict[s
     import numpy as np
 
     from digitstream.datasets import load_mnist
-    from digitstream.learner import DeltaRuleLearner
+    from digitstream.learner import new_learner
     from digitstream.settings import load_settings
 
     served = service_report["served_model"]["metrics"].get("learning_curve") or []
     train = load_mnist(data_dir, "train")
     n = service_report["served_model"]["samples_learned"]
-    learner = DeltaRuleLearner(load_settings().hyper_parameters())
+    learner = new_learner(load_settings().hyper_parameters())
     correct = learner.learn_many(train.images[:n], train.labels[:n]) == train.labels[:n]
     cumulative = np.cumsum(correct) / np.arange(1, n + 1)
     differences = [abs(float(cumulative[int(p[0]) - 1]) - float(p[1])) for p in served if 0 < int(p[0]) <= n]
@@ -182,12 +183,13 @@ def check_served_curve(data_dir: Path, service_report: dict[str, Any]) -> dict[s
 
 def goals(report: dict[str, Any]) -> list[Goal]:
     """The issues' goals, each with what this run measured."""
-    from digitstream.benchmarks import publisher, service, worker_ingest
+    from digitstream.benchmarks import learners, publisher, service, worker_ingest
 
-    results: list[Result] = report["learners"]["results"]
-    softmax, seed = results[0], results[1]
+    named = learners.by_name(report["learners"])
+    softmax, seed, mlp = named[learners.SOFTMAX], named[learners.SEED], named[learners.MLP]
+    passes = report["learners"]["mlp_passes"]
     ingest, pub, svc = report["worker_ingest"], report["publisher"], report["service"]
-    worker_rate = ingest["rates"]["worker (learn + snapshots)"]
+    worker_rate = ingest["rates"][worker_ingest.WORKER]
     predict = svc["predict"]
     batch_rate = svc["batch"]["binary (N x 784 bytes)"]["images_per_s"]
     fresh = svc["freshness"]["median_s"]
@@ -215,6 +217,16 @@ def goals(report: dict[str, Any]) -> list[Goal]:
         Goal("freshness: XADD -> served model has learned it", f"median <= {service.GOAL_FRESHNESS_S:g} s",
              f"{fresh:.3f} s", fresh <= service.GOAL_FRESHNESS_S),
         *upload_goals(report["uploads"]),
+        Goal("learner, mlp rule (default configuration)", f">= {GOAL_MLP_RATE:,} samples/s", f"{mlp.rate:,.0f}/s",
+             mlp.rate >= GOAL_MLP_RATE),
+        Goal("mlp test accuracy, one pass", f">= {GOAL_MLP_TEST:.1%}", f"{mlp.test or 0:.2%}",
+             (mlp.test or 0) >= GOAL_MLP_TEST),
+        Goal("mlp prequential accuracy, one pass", f">= {GOAL_MLP_PREQUENTIAL:.1%}", f"{mlp.prequential or 0:.2%}",
+             (mlp.prequential or 0) >= GOAL_MLP_PREQUENTIAL),
+        Goal(f"mlp test accuracy after {len(passes)} passes", f">= {GOAL_MLP_TEST_PASSES:.1%}", f"{passes[-1]:.2%}",
+             passes[-1] >= GOAL_MLP_TEST_PASSES),
+        Goal("worker end-to-end vs its learner alone, mlp rule", f">= {worker_ingest.GOAL_MLP_RATIO:.0%}",
+             f"{ingest['mlp_worker_ratio']:.0%}", ingest["mlp_worker_ratio"] >= worker_ingest.GOAL_MLP_RATIO),
     ]  # fmt: skip
 
 
@@ -243,14 +255,18 @@ def upload_goals(report: dict[str, Any]) -> list[Goal]:
 
 def headline(report: dict[str, Any]) -> str:
     """The few numbers the README shows, each beside its baseline from the same run."""
-    results: list[Result] = report["learners"]["results"]
-    by_name = {r.name: r for r in results if r.seconds}
-    softmax = results[0]
-    river = by_name.get("river SoftmaxRegression")
+    from digitstream.benchmarks import learners, worker_ingest
+
+    named = {name: r for name, r in learners.by_name(report["learners"]).items() if r.seconds}
+    softmax, mlp = named[learners.SOFTMAX], named[learners.MLP]
+    river = named.get("river SoftmaxRegression")
     river_rate = river.rate if river else float("nan")
+    sklearn = named.get("scikit-learn MLPClassifier.partial_fit")
+    sklearn_rate = sklearn.rate if sklearn else float("nan")
+    passes = report["learners"]["mlp_passes"]
     ingest, pub, svc = report["worker_ingest"], report["publisher"], report["service"]
     ceiling = ingest["rates"]["raw read + decode (ceiling)"]
-    worker_rate = ingest["rates"]["worker (learn + snapshots)"]
+    worker_rate = ingest["rates"][worker_ingest.WORKER]
     medians = svc["predict"]["medians"]
     trivial, predict = medians["GET /healthz (trivial)"], medians["POST /predict"]
     rows = [
@@ -260,6 +276,12 @@ def headline(report: dict[str, Any]) -> str:
         f"{river_rate:,.0f} | {softmax.rate / river_rate:,.0f}x |",
         f"| accuracy, one in-order pass (prequential / test) | {softmax.prequential or 0:.2%} / "
         f"{softmax.test or 0:.2%} | | |",
+        f"| learner, mlp rule (samples/s) | {mlp.rate:,.0f} | scikit-learn MLPClassifier.partial_fit "
+        f"{sklearn_rate:,.0f} | {mlp.rate / sklearn_rate:,.0f}x |",
+        f"| mlp accuracy, one pass (prequential / test); test after {len(passes)} passes | "
+        f"{mlp.prequential or 0:.2%} / {mlp.test or 0:.2%}; {passes[-1]:.2%} | | |",
+        f"| worker ingest, mlp rule (samples/s) | {ingest['rates'][worker_ingest.MLP_WORKER]:,.0f} | its learner "
+        f"alone {ingest['rates'][worker_ingest.MLP_LEARNER]:,.0f} | {ingest['mlp_worker_ratio']:.0%} |",
         f"| worker ingest (samples/s) | {worker_rate:,.0f} | raw XREAD + decode {ceiling:,.0f} | "
         f"{worker_rate / ceiling:.0%} |",
         f"| publisher (samples/s) | {pub['publisher_per_s']:,.0f} | raw pipelined XADD "
@@ -290,6 +312,7 @@ def write_plots(report: dict[str, Any], out: Path) -> dict[str, Path]:
     served = report["service"]["served_model"]["metrics"].get("learning_curve") or []
     return {
         "throughput": plots.learner_throughput(results, directory / "learner_throughput.png"),
+        "accuracy": plots.accuracy_against_speed(results, directory / "accuracy_vs_speed.png"),
         "curves": plots.learning_curves(results, served, directory / "learning_curves.png"),
         "freshness": plots.freshness(
             report["service"]["freshness"]["seconds"], service.GOAL_FRESHNESS_S, directory / "freshness.png"
@@ -339,7 +362,7 @@ count too: on a busy machine the ratios, measured in alternation, mean more than
 {headline(report)}
 
 Plots: [learner throughput]({link["throughput"]}), [learning curves]({link["curves"]}),
-[served-model freshness]({link["freshness"]}).
+[accuracy against speed]({link["accuracy"]}), [served-model freshness]({link["freshness"]}).
 
 ## Goals: {met} of {len(items)} met
 
@@ -356,6 +379,8 @@ taken in alternation (the slow learners see a prefix of the stream and run fewer
 ![learner throughput, log scale]({link["throughput"]})
 
 ![prequential accuracy against samples learned]({link["curves"]})
+
+![prequential accuracy against samples per second]({link["accuracy"]})
 
 {curve_line}
 
