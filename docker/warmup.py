@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from digitstream.learner import DeltaRuleLearner, HyperParameters
+from digitstream.learner import HyperParameters, new_learner
 
 
 def main() -> None:
     images = np.zeros((4, 784), dtype=np.uint8)
     labels = np.arange(4, dtype=np.int64)
-    for rule in ("seed", "softmax"):
-        learner = DeltaRuleLearner(HyperParameters.for_rule(rule))
+    for rule in ("seed", "softmax", "mlp"):
+        learner = new_learner(HyperParameters.for_rule(rule))
         learner.learn_many(images, labels)
         learner.predict_proba_many(images)
         learner.predict_many(images)

@@ -19,7 +19,7 @@ import redis
 import uvicorn
 
 from digitstream.clients.embedded_redis import free_port
-from digitstream.learner import DeltaRuleLearner, HyperParameters
+from digitstream.learner import DeltaRuleLearner, HyperParameters, Learner, MLPLearner, new_learner
 from digitstream.service.app import create_app
 from digitstream.settings import Settings
 from digitstream.snapshot import snapshot_of
@@ -84,7 +84,7 @@ class LiveServer:
 def snapshot_writer(client: redis.Redis, settings: Settings) -> Callable[..., int]:
     """``write(learner, **meta) -> version``: a snapshot as the worker writes it (lease held)."""
 
-    def write(learner: DeltaRuleLearner, **meta: Any) -> int:
+    def write(learner: Learner, **meta: Any) -> int:
         keys = settings.keys
         client.set(keys.lease, LEASE_TOKEN)
         fields = {
@@ -135,6 +135,16 @@ def write(redis_client: redis.Redis, make_settings: Callable[..., Settings]) -> 
 def trained(mnist_train: tuple[np.ndarray, np.ndarray]) -> DeltaRuleLearner:
     """A softmax learner after 3,000 MNIST training images (~88 % test accuracy)."""
     return train(*mnist_train, 3000)
+
+
+@pytest.fixture(scope="session")
+def trained_mlp(mnist_train: tuple[np.ndarray, np.ndarray]) -> MLPLearner:
+    """An mlp learner (the default 256 hidden units) after 3,000 MNIST training images (~92 % test accuracy)."""
+    images, labels = mnist_train
+    learner = new_learner(HyperParameters.for_rule("mlp"))
+    learner.learn_many(images[:3000], labels[:3000])
+    assert isinstance(learner, MLPLearner)
+    return learner
 
 
 @pytest.fixture

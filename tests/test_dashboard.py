@@ -16,11 +16,11 @@ import pytest
 import redis
 
 from digitstream.connections import worker_client
-from digitstream.learner import DeltaRuleLearner
+from digitstream.learner import DeltaRuleLearner, MLPLearner
 from digitstream.settings import Settings
 from digitstream.worker.loop import Worker
 from tests.browser_support import browser, open_page, screenshot  # noqa: F401
-from tests.service_support import LiveServer, live, make_app, train, trained, write  # noqa: F401
+from tests.service_support import LiveServer, live, make_app, train, trained, trained_mlp, write  # noqa: F401
 from tests.worker_support import publish
 
 SEEDED = 2000  # MNIST samples the worker learns before the page is used
@@ -220,6 +220,7 @@ def test_the_page_is_usable_at_phone_width_with_labelled_controls(
 ) -> None:
     page = open_page(live.url, width=390, height=844)
     page.wait_for_selector("#weights[data-version='1']")
+    assert page.is_hidden("#features-section")  # a linear model has no hidden layer to show
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
     assert page.eval_on_selector("#pad", "c => c.getBoundingClientRect().width") <= 390
 
@@ -236,3 +237,36 @@ def test_the_page_is_usable_at_phone_width_with_labelled_controls(
     page.wait_for_selector("body[data-prediction='']")
     assert page.eval_on_selector("#pad", CANVAS_INK)["ink"] == 0
     screenshot(page, "06-phone-width")
+
+
+@pytest.mark.browser
+def test_an_mlp_shows_what_each_digit_responds_to_and_its_hidden_features(
+    make_app: Callable[..., LiveServer], write: Callable[..., int], trained_mlp: MLPLearner,
+    open_page: Callable[..., Any], screenshot: Callable[[Any, str], Any],
+) -> None:  # fmt: skip
+    write(trained_mlp)
+    server = make_app()
+    server.wait_for_version(1)
+    page = open_page(server.url)
+    page.wait_for_selector("#features[data-version='1']")
+    page.wait_for_selector("#weights[data-rule='mlp']")
+
+    # The output layer mapped back onto the pixels: 10 drawn templates, explained for a network.
+    assert page.inner_text("#weights-title") == "What each digit responds to"
+    assert page.is_visible("#weights-mlp") and page.is_hidden("#weights-linear")
+    for digit in range(10):
+        ink = page.eval_on_selector(f"#weights-{digit}", CANVAS_INK)
+        assert ink["ink"] > ink["pixels"] // 4 and ink["blue"] > 20 and ink["red"] > 20, f"template {digit}: {ink}"
+
+    # The most important hidden units, as 28x28 maps, each captioned with the digits it votes for and against.
+    units = server.get("/model/features", params={"count": 42}).json()["units"]
+    canvases = page.eval_on_selector_all("#features canvas", "cs => cs.map(c => [c.dataset.unit, c.width, c.height])")
+    assert canvases == [[str(u["unit"]), 28, 28] for u in units]
+    captions = page.eval_on_selector_all("#features figcaption", "cs => cs.map(c => c.textContent)")
+    assert captions == [f"+{u['votes_for']} \u2212{u['votes_against']}" for u in units]
+    for rank in range(len(units)):
+        ink = page.eval_on_selector(f"#feature-{rank}", CANVAS_INK)
+        assert ink["ink"] > 100 and ink["blue"] > 10 and ink["red"] > 10, f"feature {rank}: {ink}"
+    assert "42 most important of 256 units" in page.inner_text("#features-note")
+    assert page.is_visible("#features-link")
+    screenshot(page, "07-mlp-features")

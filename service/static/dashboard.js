@@ -12,7 +12,7 @@
   const PREDICT_EVERY_MS = 150; // while drawing: at most one request in flight, at most ~7 a second
   const VERSIONS_EVERY_MS = 5000;
   const FEATURES_EVERY_MS = 5000;
-  const FEATURE_COUNT = 36;
+  const FEATURE_COUNT = 42; // 6 or 7 full rows at the usual widths
   const KEY_STORAGE = "digitstream-api-key";
   const POSITIVE = [16, 64, 160]; // as GET /model/weights.png: blue = ink votes for the digit
   const NEGATIVE = [200, 32, 32]; // red = ink votes against it
