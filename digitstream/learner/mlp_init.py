@@ -7,6 +7,7 @@ and its stream, whatever was installed when it started.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -63,16 +64,23 @@ def initial_arrays(params: HyperParameters) -> dict[str, np.ndarray]:
     Glorot's on the training stream: equal or slightly better, docs/mlp.md).
     """
     hidden = params.hidden
-    w1 = uniform(params.init_seed, 1, (N_PIXELS, hidden), math.sqrt(6.0 / N_PIXELS))
     w2 = uniform(params.init_seed, 2, (hidden, N_CLASSES), math.sqrt(6.0 / hidden))
     learned = {
-        "w1": w1,
+        "w1": initial_w1(params.init_seed, hidden).copy(),
         "b1": np.zeros(hidden, np.float32),
         "w2": w2,
         "b2": np.zeros(N_CLASSES, np.float32),
     }
     served = {f"avg_{name}": array.copy() for name, array in learned.items()}
     return {**learned, **served, "norm": np.zeros(1, np.float64)}
+
+
+@functools.lru_cache(maxsize=2)
+def initial_w1(init_seed: int, hidden: int) -> np.ndarray:
+    """The first layer's initial weights (read-only; cached: the pictures of every snapshot subtract them)."""
+    w1 = uniform(init_seed, 1, (N_PIXELS, hidden), math.sqrt(6.0 / N_PIXELS))
+    w1.flags.writeable = False
+    return w1
 
 
 def check_arrays(arrays: dict[str, np.ndarray], hidden: int) -> dict[str, np.ndarray]:

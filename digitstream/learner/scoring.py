@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .mlp_init import check_arrays, initial_arrays
+from .mlp_init import check_arrays, initial_w1
 from .params import HyperParameters
 from .state import LearnerState
 
@@ -75,7 +75,8 @@ class MLPScorer:
         if not all(np.isfinite(a).all() for a in (self.w1, self.b1, self.w2, self.b2)):
             raise ValueError("the state has non-finite weights")
         self._scale = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
-        self._learned_w1: np.ndarray | None = None  # computed for the first picture
+        # Computed for the first picture; two racing requests would compute the same array (a benign race).
+        self._learned_w1: np.ndarray | None = None
 
     def scores(self, images: np.ndarray) -> np.ndarray:
         out = np.empty((images.shape[0], N_CLASSES), dtype=np.float64)
@@ -102,7 +103,7 @@ class MLPScorer:
     def features(self) -> tuple[np.ndarray, np.ndarray]:
         """(``w1`` minus its seeded initial value (784, H), ``w2`` (H, 10)): what each unit learned to detect."""
         if self._learned_w1 is None:
-            self._learned_w1 = self.w1 - initial_arrays(self.params)["w1"]
+            self._learned_w1 = self.w1 - initial_w1(self.params.init_seed, self.params.hidden)
         return self._learned_w1, self.w2
 
 
