@@ -399,6 +399,7 @@ def test_openapi_documents_every_endpoint_and_its_bodies(live: LiveServer) -> No
     for path, method in [("/predict", "post"), ("/predict/batch", "post"), ("/predict/image", "post"),
                          ("/feedback", "post"), ("/samples", "post"), ("/model", "get"), ("/model/versions", "get"),
                          ("/model/pin", "post"), ("/model/unpin", "post"), ("/model/weights.png", "get"),
+                         ("/model/features", "get"), ("/model/features.png", "get"),
                          ("/healthz", "get"), ("/readyz", "get"), ("/metrics", "get")]:  # fmt: skip
         assert method in paths[path], path
     pixels = paths["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]["pixels"]
