@@ -18,7 +18,13 @@ names = st.from_regex(r"[A-Za-z0-9_.:-]{1,64}", fullmatch=True)
 configs = st.builds(
     ModelConfig.new,
     names,
-    st.sampled_from([HyperParameters.for_rule("seed"), HyperParameters.for_rule("softmax", learning_rate=0.2)]),
+    st.sampled_from(
+        [
+            HyperParameters.for_rule("seed"),
+            HyperParameters.for_rule("softmax", learning_rate=0.2),
+            HyperParameters.for_rule("mlp", hidden=128, init_seed=7),
+        ]
+    ),
     stream=st.one_of(st.none(), st.just("shared:samples")),
     created_at=st.floats(0, 4e9),
 )
