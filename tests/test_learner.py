@@ -253,7 +253,7 @@ def test_the_learner_runs_under_rivers_progressive_validation(mnist_train) -> No
 def test_river_dict_and_mini_batch_methods_agree_with_the_numpy_api(mnist_train) -> None:
     images, labels = mnist_train
     model = DeltaRuleClassifier(rule="seed")
-    model.learn_many(images[:100], labels[:100])
+    assert model.learn_many(images[:100], labels[:100]) is None
     x = {j: int(v) for j, v in enumerate(images[100])}
     proba = model.predict_proba_one(x)
     assert set(proba) == set(range(10))
