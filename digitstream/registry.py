@@ -6,6 +6,9 @@ have no ``/``)::
     {digitstream/registry}:models    hash     model name -> ModelConfig JSON
     {digitstream/registry}:version   string   counter, incremented by every change
     {digitstream/registry}:events    pub/sub  JSON {"model", "change": "created" | "deleted", "version"}
+    {digitstream/registry}:workers   zset     live worker pools (pool id -> expiry, ms, server clock)
+    {digitstream/registry}:workers:patterns
+                                     hash     pool id -> JSON list of the model patterns it serves
 
 Readers (workers, services) poll the cheap ``version`` counter and read the hash only when it moved,
 so a registry of 100,000 models costs one GET per poll; the events channel only shortens the wait.
@@ -26,18 +29,22 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import redis
+from typing import TYPE_CHECKING, Any, Literal
 
 from .jsonfields import ContractError, get, json_object, number, optional, string
 from .learner.params import HyperParameters
 from .protocol import Keys
 
+if TYPE_CHECKING:
+    from .connections import RedisClient
+    from .settings import Settings
+
 TAG = "{digitstream/registry}"
 MODELS_KEY = f"{TAG}:models"
 VERSION_KEY = f"{TAG}:version"
 EVENTS_CHANNEL = f"{TAG}:events"
+MEMBERS_KEY = f"{TAG}:workers"  # digitstream.worker.pool
+PATTERNS_KEY = f"{TAG}:workers:patterns"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"  # as Settings.model_name: no braces, no slash
 MAX_MODELS = 1_000_000  # a bound on what `models create` accepts, far above any plan (docs/scaling.md)
 
@@ -65,6 +72,35 @@ class ModelConfig:
     @property
     def keys(self) -> Keys:
         return Keys.for_model(self.name, self.stream)
+
+    def settings(self, base: Settings) -> Settings:
+        """``base`` (connection, worker and service settings) for this model: its name, stream and rule."""
+        params = self.params
+        mlp = params.rule == "mlp"
+        return base.model_copy(
+            update={
+                "model_name": self.name,
+                "stream_key": self.stream,
+                "deadletter_key": None,
+                "rule": params.rule,
+                "learning_rate": params.learning_rate,
+                "schedule": params.schedule,
+                "decay": params.decay,
+                "power": params.power,
+                "averaging": params.averaging,
+                "average_power": params.average_power,
+                "hidden": params.hidden if mlp else None,
+                "init_seed": params.init_seed if mlp else None,
+                "average_every": params.average_every if mlp else None,
+            }
+        )
+
+    @classmethod
+    def of_settings(cls, settings: Settings, *, created_at: float) -> ModelConfig:
+        """The configuration that ``settings`` describe (the single-model settings' model)."""
+        return cls.new(
+            settings.model_name, settings.hyper_parameters(), stream=settings.stream_key, created_at=created_at
+        )
 
     def to_json(self) -> dict[str, Any]:
         params = self.params.to_json()
@@ -107,7 +143,7 @@ return redis.call('INCR', KEYS[2])
 class Registry:
     """The registry on one Redis (or a cluster); the client is passed in."""
 
-    def __init__(self, client: redis.Redis, *, max_models: int = MAX_MODELS) -> None:
+    def __init__(self, client: RedisClient, *, max_models: int = MAX_MODELS) -> None:
         self._client = client
         self._change = client.register_script(_CHANGE)
         self.max_models = max_models
@@ -175,7 +211,9 @@ def _config(name: str, raw: bytes | str) -> ModelConfig:
 
 __all__ = [
     "EVENTS_CHANNEL",
+    "MEMBERS_KEY",
     "MODELS_KEY",
+    "PATTERNS_KEY",
     "VERSION_KEY",
     "ModelConfig",
     "Registry",

@@ -17,10 +17,10 @@ from typing import Any
 import click
 import redis
 
-from digitstream.connections import worker_client
+from digitstream.connections import RedisClient, worker_client
 from digitstream.learner.params import RULES
 from digitstream.logs import LOG_FORMATS, configure_logging
-from digitstream.settings import SettingsError, load_settings, redact, redis_url
+from digitstream.settings import Settings, SettingsError, load_settings, redact, redis_url
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -45,6 +45,12 @@ EXIT_USAGE = 2
 @click.option("--lease-ttl", type=float, help="seconds before a dead worker's lease expires [3]")
 @click.option("--rolling-window", type=int, help="samples in the rolling accuracy [1000]")
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), help="text, or json (one object per line) [text]")
+@click.option(
+    "--models",
+    "models",
+    help="run a worker pool: learn every registered model matching 'all' or comma-separated names/globs, "
+    "shared with the other pools (rendezvous hashing); the other options are the pool's defaults",
+)
 @click.option("--burst", is_flag=True, help="stop once the stream is drained instead of waiting for more")
 @click.option(
     "--log-level",
@@ -52,7 +58,7 @@ EXIT_USAGE = 2
     default="INFO",
     show_default=True,
 )
-def worker_command(burst: bool, log_level: str, **options: Any) -> None:
+def worker_command(burst: bool, log_level: str, models: str | None, **options: Any) -> None:
     """Learn from the model's Redis stream, one sample at a time, writing versioned snapshots.
 
     Settings come from DIGITSTREAM_* environment variables, overridden by these options.
@@ -63,6 +69,12 @@ def worker_command(burst: bool, log_level: str, **options: Any) -> None:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     configure_logging(log_level, settings.log_format)
+    if models is not None:
+        if burst:
+            click.echo("Error: --burst applies to one model, not to --models", err=True)
+            sys.exit(EXIT_USAGE)
+        run_pool(settings, models)
+        return
     # Imported only once the settings are valid, so that a bad one is reported at once: the loop loads
     # numba, river and scipy (the learner's kernels, the drift detector), seconds on a cold start.
     from .loop import Worker
@@ -70,6 +82,7 @@ def worker_command(burst: bool, log_level: str, **options: Any) -> None:
     client = worker_client(settings)
     worker = Worker(settings, client)
     log = logging.getLogger("digitstream.worker")
+    register_default_model(client, settings, log)
     log.info(
         "worker %s for model %r on %s, stream %r (batch %d, snapshot every %d samples or %gs)%s",
         worker.worker_id, settings.model_name, redact(redis_url(settings)), settings.keys.samples,
@@ -103,3 +116,50 @@ def worker_command(burst: bool, log_level: str, **options: Any) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     log.info("worker %s stopped: %s samples learned", worker.worker_id, f"{worker.samples_learned:,}")
+
+
+def register_default_model(client: RedisClient, settings: Settings, log: logging.Logger) -> None:
+    """The single-model settings' model goes into the registry on first use (where the ACL allows it)."""
+    import time
+
+    from digitstream.registry import ModelConfig, Registry
+
+    try:
+        Registry(client).ensure(ModelConfig.of_settings(settings, created_at=time.time()))
+    except redis.RedisError as exc:  # no permission, or Redis not up yet: the worker itself waits for it
+        log.debug("model %r not registered: %s", settings.model_name, exc)
+
+
+def run_pool(settings: Settings, models: str) -> None:
+    """``digitstream worker --models ...``: a worker pool until SIGTERM/SIGINT."""
+    from .pool import WorkerPool, parse_patterns
+
+    try:
+        patterns = parse_patterns(models)
+    except ValueError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    client = worker_client(settings)
+    pool = WorkerPool(settings, client, patterns)
+    log = logging.getLogger("digitstream.worker")
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if pool.stopping and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        pool.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    gc.collect()
+    gc.freeze()
+    try:
+        pool.run()
+    except KeyboardInterrupt:
+        log.warning("interrupted: exiting without final snapshots")
+        sys.exit(130)
+    except redis.AuthenticationError as exc:
+        click.echo(f"Error: Redis at {redact(redis_url(settings))} refused the credentials: {exc}", err=True)
+        sys.exit(EXIT_RUNTIME)
+    finally:
+        client.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

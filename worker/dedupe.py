@@ -158,7 +158,6 @@ class Producers:
         return producers
 
 
-
 def _ms(entry_id: bytes) -> int:
     """The stream time of an entry: the millisecond part of its id."""
     return int(entry_id.partition(b"-")[0])
