@@ -138,6 +138,9 @@ class Settings(BaseSettings):
         16 * 1024 * 1024, ge=64 * 1024, description="bytes of Idempotency-Key answers kept per idempotency_ttl period"
     )
     poll_interval: float = Field(0.5, gt=0, description="snapshot polling fallback (seconds)")
+    served_models_max: int = Field(
+        16, ge=1, le=10_000, description="registered models an API process holds at once besides the default (LRU)"
+    )
 
     @field_validator("redis_url")
     @classmethod

@@ -29,8 +29,9 @@ from .idempotency import HEADER as IDEMPOTENCY_HEADER
 from .idempotency import REPLAYED_HEADER
 from .metrics import RequestMetricsMiddleware, ServiceMetrics
 from .model_holder import ModelHolder
+from .model_holders import ModelHolders
 from .predictions import PredictionStore
-from .routes import dashboard, feedback, health, model, predict
+from .routes import dashboard, feedback, health, model, models, predict
 from .uploads import DecodeSlots
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
             {"name": "predict", "description": "the served model's answers"},
             {"name": "learn", "description": "labelled samples for the worker"},
             {"name": "model", "description": "the served snapshot, versions, rollback"},
+            {"name": "models", "description": "the registered models, each served under /models/{name}"},
             {"name": "health", "description": "liveness, readiness, Prometheus metrics"},
         ],
     )
@@ -74,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
     predict.register(app, settings)
     feedback.register(app, settings)
     model.register(app, settings)
+    models.register(app, settings)
     app.include_router(dashboard.router())
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -108,9 +111,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     client = service_client(settings)
     holder = ModelHolder(client, settings.keys, settings.poll_interval)
+    holders = ModelHolders(
+        client, settings.model_name, holder, capacity=settings.served_models_max, poll_interval=settings.poll_interval
+    )
     predictions = PredictionStore(client, settings.keys, settings.prediction_ttl)
     app.state.redis = client
     app.state.holder = holder
+    app.state.holders = holders
     app.state.predictions = predictions
     app.state.batcher = MicroBatcher()
     app.state.metrics.bind(holder, predictions)
@@ -123,5 +130,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             gc.freeze()
             yield
     finally:
+        await holders.close()
         app.state.decoders.close()
         await client.aclose()

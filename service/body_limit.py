@@ -74,11 +74,19 @@ class BodyLimitMiddleware:
         self.limits = dict(limits or {})
         self.budget = budget
 
+    def _limit(self, path: str) -> int:
+        """The path's own limit; ``/models/{name}/X`` has the limit of ``/X``."""
+        limit = self.limits.get(path)
+        if limit is None and path.startswith("/models/"):
+            slash = path.find("/", len("/models/"))
+            limit = self.limits.get(path[slash:]) if slash > 0 else None
+        return self.default_limit if limit is None else limit
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limits.get(scope["path"], self.default_limit)
+        limit = self._limit(scope["path"])
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             await reject(send, too_large_message(limit, declared), 413)

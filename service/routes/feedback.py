@@ -33,7 +33,11 @@ def register(api: FastAPI, settings: Settings) -> None:
         responses=errors(401, 403, 404, 409, 413, 415, 422, 429, 503),
     )
     async def feedback(
-        body: FeedbackRequest, predictions: PredictionsDep, client: RedisDep, metrics: MetricsDep, response: Response,
+        body: FeedbackRequest,
+        predictions: PredictionsDep,
+        client: RedisDep,
+        metrics: MetricsDep,
+        response: Response,
         idempotency_key: IdempotencyKey = None,
     ) -> FeedbackReceipt:
         """Publish a served prediction's input with its true label; the worker will learn it.

@@ -52,7 +52,10 @@ def register(api: FastAPI, settings: Settings) -> None:
         return describe(await holder.pin(body.version), holder, settings)
 
     @api.post(
-        "/model/unpin", tags=tags, response_model=ModelInfo, dependencies=guarded,
+        "/model/unpin",
+        tags=tags,
+        response_model=ModelInfo,
+        dependencies=guarded,
         responses=errors(401, 403, 415, 429, 503),
     )
     async def unpin(holder: HolderDep) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from ..deps import MetricsDep, ModelDep
 from ..errors import json_response
 from ..imaging import to_mnist
 from ..json_arrays import read_images
+from ..metrics import ServiceMetrics
 from ..model_holder import ServedModel
 from ..schemas import BatchPrediction, Prediction, batch_body, predict_body, upload_body
 from ..uploads import form_file, give_memory_back
@@ -34,7 +35,7 @@ def register_single(api: FastAPI) -> None:
         model = state.holder.require()
         data = validation.parse_json(await validation.read_body(request))
         pixels = validation.pixel_bytes(validation.get_field(data, "pixels"))
-        return await _single_answer(state, model, pixels)
+        return await single_answer(state, model, pixels)
 
     fast_post(
         api, "/predict", predict,
@@ -57,21 +58,7 @@ def register(api: FastAPI, settings: Settings) -> None:
         responses=errors(413, 422, 503),
     )
     async def predict_batch(request: Request, model: ModelDep, metrics: MetricsDep) -> Response:
-        binary = request.headers.get("content-type", "").startswith("application/octet-stream")
-        body = await validation.read_body(request)
-
-        def answer() -> bytes:
-            images = validation.binary_images(body, max_batch) if binary else read_images(body, max_batch)
-            digits, proba = model.predict(images)
-            metrics.images.inc(len(digits))
-            return orjson.dumps(
-                {"digits": digits, "probabilities": proba, "model_version": model.version,
-                 "samples_learned": model.samples_learned},
-                option=orjson.OPT_SERIALIZE_NUMPY,
-            )  # fmt: skip
-
-        payload = answer() if len(body) <= INLINE_BATCH_BYTES else await to_thread.run_sync(answer)
-        return Response(payload, media_type="application/json")
+        return await batch_answer(request, model, metrics, max_batch)
 
     max_pixels = settings.max_image_pixels
 
@@ -84,19 +71,42 @@ def register(api: FastAPI, settings: Settings) -> None:
         ``max_image_pixels`` (read from the header: a larger picture is refused before it is
         decoded); a few uploads are decoded at once per process, more answer 503 with Retry-After.
         """
-        state = request.app.state
-        model = state.holder.require()
-        state.decoders.check()  # all busy: refused before the body is even read
-        body = await validation.read_body(request)
-        content_type = request.headers.get("content-type", "")
-        image = await state.decoders.run(_upload_to_mnist, body, content_type, max_pixels)
-        return await _single_answer(state, model, image.tobytes())
+        return await image_answer(request, request.app.state.holder.require(), max_pixels)
 
     fast_post(
         api, "/predict/image", predict_image,
         tags=["predict"], response_model=Prediction, summary="Predict an uploaded PNG/JPEG",
         openapi_extra=upload_body(max_pixels), responses=errors(413, 415, 422, 503),
     )  # fmt: skip
+
+
+async def batch_answer(request: Request, model: ServedModel, metrics: ServiceMetrics, max_batch: int) -> Response:
+    """The /predict/batch answer: JSON or raw bytes in, scored off the event loop when large."""
+    binary = request.headers.get("content-type", "").startswith("application/octet-stream")
+    body = await validation.read_body(request)
+
+    def answer() -> bytes:
+        images = validation.binary_images(body, max_batch) if binary else read_images(body, max_batch)
+        digits, proba = model.predict(images)
+        metrics.images.inc(len(digits))
+        return orjson.dumps(
+            {"digits": digits, "probabilities": proba, "model_version": model.version,
+             "samples_learned": model.samples_learned},
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )  # fmt: skip
+
+    payload = answer() if len(body) <= INLINE_BATCH_BYTES else await to_thread.run_sync(answer)
+    return Response(payload, media_type="application/json")
+
+
+async def image_answer(request: Request, model: ServedModel, max_pixels: int) -> Response:
+    """The /predict/image answer: the upload made MNIST-like in a decode slot, then scored."""
+    state = request.app.state
+    state.decoders.check()  # all busy: refused before the body is even read
+    body = await validation.read_body(request)
+    content_type = request.headers.get("content-type", "")
+    image = await state.decoders.run(_upload_to_mnist, body, content_type, max_pixels)
+    return await single_answer(state, model, image.tobytes())
 
 
 def _upload_to_mnist(body: bytes | bytearray, content_type: str, max_pixels: int) -> np.ndarray:
@@ -107,7 +117,7 @@ def _upload_to_mnist(body: bytes | bytearray, content_type: str, max_pixels: int
         give_memory_back()
 
 
-async def _single_answer(state: State, model: ServedModel, pixels: bytes) -> Response:
+async def single_answer(state: State, model: ServedModel, pixels: bytes) -> Response:
     """The /predict answer for one image (784 bytes), scored together with concurrent requests."""
     digit, proba = await state.batcher.predict(model, pixels)
     state.metrics.images.inc()

@@ -1,0 +1,104 @@
+"""Serving many models: GET /models, and /models/{name}/... for every registered model, against a real
+uvicorn and redis-server; models load on first use into a bounded LRU and hot-reload on their own events."""
+
+# ruff: noqa: F811  (the fixtures imported from tests.service_support are parameters here)
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import redis
+
+from digitstream.learner import DeltaRuleLearner, HyperParameters
+from digitstream.registry import ModelConfig, Registry
+from digitstream.settings import Settings
+from tests.service_support import LiveServer, make_app, snapshot_writer, train, trained, write  # noqa: F401
+from tests.worker_support import wait_for
+
+
+def register(client: redis.Redis, name: str, rule: str = "softmax") -> None:
+    config = ModelConfig.new(name, HyperParameters.for_rule(rule), created_at=time.time())  # type: ignore[arg-type]
+    assert Registry(client).create(config)
+
+
+def test_each_registered_model_is_served_under_its_name_and_the_default_paths_keep_the_default(
+    make_app: Callable[..., LiveServer],
+    make_settings: Callable[..., Settings],
+    redis_client: redis.Redis,
+    write: Callable[..., int],
+    trained: DeltaRuleLearner,
+    mnist_train: tuple[np.ndarray, np.ndarray],
+) -> None:
+    images, labels = mnist_train
+    images = images.reshape(len(labels), -1)
+    write(trained)  # the default model
+    small = train(images, labels, 200)  # a second model that has learned less: it answers differently
+    register(redis_client, "small")
+    snapshot_writer(redis_client, make_settings(model_name="small"))(small)
+    register(redis_client, "empty")  # registered, no snapshot yet
+    server = make_app(served_models_max=4)
+
+    listed = server.get("/models").json()
+    assert {m["name"] for m in listed["models"]} == {"small", "empty"} and listed["cursor"] == 0
+    assert listed["default"] == "digitstream" and not any(m["loaded"] for m in listed["models"])
+
+    batch = images[:50]
+    answer = server.post("/models/small/predict/batch", json={"images": batch.tolist()})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["digits"] == small.predict_many(batch).tolist()
+    assert server.post("/predict/batch", json={"images": batch.tolist()}).json()["digits"] == (
+        trained.predict_many(batch).tolist()
+    )
+    one = server.post("/models/small/predict", json={"pixels": batch[0].tolist()}).json()
+    assert one["digit"] == int(small.predict_many(batch[:1])[0]) and one["samples_learned"] == 200
+    raw = server.post(
+        "/models/small/predict/batch", content=batch.tobytes(), headers={"content-type": "application/octet-stream"}
+    )
+    assert raw.json()["digits"] == answer.json()["digits"]
+
+    info = server.get("/models/small").json()
+    assert info["model"] == "small" and info["samples_learned"] == 200 and info["version"] == 1
+    assert server.get("/models/small/versions").json()["latest"] == 1
+    assert {m["name"]: m["loaded"] for m in server.get("/models").json()["models"]} == {"small": True, "empty": False}
+
+    # hot reload on the model's own snapshot events
+    more = train(images, labels, 400)
+    version = snapshot_writer(redis_client, make_settings(model_name="small"))(more)
+    wait_for(lambda: server.get("/models/small").json()["version"] == version, 5, what="the named model's reload")
+    assert server.post("/models/small/unpin").status_code == 200
+    pinned = server.post("/models/small/pin", json={"version": 1})
+    assert pinned.status_code == 200 and pinned.json()["pinned"] and pinned.json()["version"] == 1
+    assert server.get("/model").json()["version"] == 1 and not server.get("/model").json()["pinned"]
+
+    # errors say what is wrong
+    unknown = server.post("/models/nobody/predict", json={"pixels": batch[0].tolist()})
+    assert unknown.status_code == 404 and "nobody" in unknown.json()["detail"]
+    assert server.get("/models/empty").status_code == 503, "registered, but no snapshot yet"
+    assert server.get("/models/bad%7Bname%7D").status_code == 422
+    assert server.get("/models", params={"count": 0}).status_code == 422
+
+
+def test_the_served_models_are_bounded_by_the_lru_setting(
+    make_app: Callable[..., LiveServer],
+    make_settings: Callable[..., Settings],
+    redis_client: redis.Redis,
+    trained: DeltaRuleLearner,
+    mnist_train: tuple[np.ndarray, np.ndarray],
+) -> None:
+    images, _ = mnist_train
+    names = [f"tenant-{i}" for i in range(6)]
+    for name in names:
+        register(redis_client, name)
+        snapshot_writer(redis_client, make_settings(model_name=name))(trained)
+    server = make_app(served_models_max=2)
+    pixels = images[0].reshape(-1).tolist()
+    for name in names:
+        assert server.post(f"/models/{name}/predict", json={"pixels": pixels}).status_code == 200
+    holders = server.app.state.holders
+    assert holders.loaded == names[-2:], "the two most recently used are held"
+    assert holders.loads == 6 and holders.evictions == 4
+    # an evicted model is loaded again on demand
+    assert server.post(f"/models/{names[0]}/predict", json={"pixels": pixels}).status_code == 200
+    assert holders.loaded == [names[-1], names[0]]
