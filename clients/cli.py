@@ -46,6 +46,10 @@ COMMANDS = {
         "model:unpin",
         "Serve the latest version again.",
     ),
+    "models": (
+        "models:models",
+        "Create, list, show and delete the registered models (many models on one Redis or cluster).",
+    ),
     "reproduce-seed": (
         "seed:reproduce_seed",
         "Train the post's single-layer network (the `seed` rule) and print its figures.",

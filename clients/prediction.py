@@ -132,9 +132,7 @@ class PredictionClient:
         """Tell the model the true label of a prediction; it is learned like any stream sample, once."""
         return self._run(calls.feedback(prediction_id, label, idempotency_key))
 
-    def add_samples(
-        self, samples: Sequence[tuple[Any, int]], *, idempotency_key: str | None = None
-    ) -> SamplesReceipt:
+    def add_samples(self, samples: Sequence[tuple[Any, int]], *, idempotency_key: str | None = None) -> SamplesReceipt:
         """Append labelled ``(pixels, label)`` samples to the stream through the service, once."""
         return self._run(calls.add_samples(samples, idempotency_key))
 
@@ -308,5 +306,3 @@ def _readiness(attempt: Callable[[Call[dict[str, Any]]], dict[str, Any]], call: 
         return attempt(call)
     except (ServiceUnavailable, ServiceUnreachable) as exc:
         return str(exc)
-
-

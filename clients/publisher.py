@@ -163,8 +163,12 @@ class Publisher:
         self.rate = rate
         self.progress = progress
         self.producer = Producer(
-            client, keys, new_producer_id() if producer_id is None else producer_id, retry_for=retry_for,
-            resend_window=resend_window, resend_max=resend_max,
+            client,
+            keys,
+            new_producer_id() if producer_id is None else producer_id,
+            retry_for=retry_for,
+            resend_window=resend_window,
+            resend_max=resend_max,
         )
         self.sent = 0
         self.rejected = 0

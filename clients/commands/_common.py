@@ -71,15 +71,18 @@ def redis_options(command: F) -> F:
         "--model", "model_name", metavar="NAME", help="model name, the prefix of its Redis keys [default: digitstream]"
     )(command)
     return click.option(
-        "--redis-url", "redis_url_option", metavar="URL", help="Redis to use [default: $DIGITSTREAM_REDIS_URL or redis://localhost:6379/0]"
+        "--redis-url",
+        "redis_url_option",
+        metavar="URL",
+        help="Redis to use [default: $DIGITSTREAM_REDIS_URL or redis://localhost:6379/0]",
     )(command)
 
 
 def service_options(command: F) -> F:
     """``--url`` of the service and ``--api-key``, defaulting to the settings."""
-    command = click.option(
-        "--api-key", metavar="KEY", help="sent as X-API-Key [default: $DIGITSTREAM_API_KEY]"
-    )(command)
+    command = click.option("--api-key", metavar="KEY", help="sent as X-API-Key [default: $DIGITSTREAM_API_KEY]")(
+        command
+    )
     command = click.option(
         "--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="seconds per request"
     )(command)

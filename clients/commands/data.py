@@ -20,12 +20,26 @@ def data() -> None:
 
 
 @data.command("download")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-              help="where to put the files [default: the cache, ~/.cache/digitstream/mnist]")
-@click.option("--mirror", "mirrors", multiple=True, metavar="URL",
-              help="base URL to fetch from, tried in the order given (repeatable) [default: the official mirrors]")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
-              help="seconds without data before a mirror counts as failed")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="where to put the files [default: the cache, ~/.cache/digitstream/mnist]",
+)
+@click.option(
+    "--mirror",
+    "mirrors",
+    multiple=True,
+    metavar="URL",
+    help="base URL to fetch from, tried in the order given (repeatable) [default: the official mirrors]",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="seconds without data before a mirror counts as failed",
+)
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 def download(directory: Path | None, mirrors: tuple[str, ...], timeout: float, quiet: bool) -> None:
     """Download the four MNIST files (checksummed, resumable) and print their directory.

@@ -94,23 +94,47 @@ class Children:
 
 
 @click.command("demo")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True,
-              help="port of the API and dashboard")
-@click.option("--redis-url", "redis_url_option", metavar="URL",
-              help="use this Redis instead of starting an embedded one")
-@click.option("--data", "data_dir", type=click.Path(path_type=Path),
-              help=f"MNIST IDX directory [default: ${DATA_ENV_VAR}, else the cache, else download]")
-@click.option("--rate", type=Rate(), default=DEFAULT_RATE, show_default=True, metavar="N/s",
-              help="samples per second streamed to the worker")
-@click.option("--mirror", "mirrors", multiple=True, metavar="URL",
-              help="where to download MNIST from if it is not found locally (repeatable) [default: official mirrors]")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="the embedded Redis's files and the logs [default: ~/.local/state/digitstream/demo]")
-@click.option("--fresh", is_flag=True,
-              help="start from an empty model: delete the embedded Redis's files first (not with --redis-url)")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="port of the API and dashboard"
+)
+@click.option(
+    "--redis-url", "redis_url_option", metavar="URL", help="use this Redis instead of starting an embedded one"
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    help=f"MNIST IDX directory [default: ${DATA_ENV_VAR}, else the cache, else download]",
+)
+@click.option(
+    "--rate",
+    type=Rate(),
+    default=DEFAULT_RATE,
+    show_default=True,
+    metavar="N/s",
+    help="samples per second streamed to the worker",
+)
+@click.option(
+    "--mirror",
+    "mirrors",
+    multiple=True,
+    metavar="URL",
+    help="where to download MNIST from if it is not found locally (repeatable) [default: official mirrors]",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="the embedded Redis's files and the logs [default: ~/.local/state/digitstream/demo]",
+)
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="start from an empty model: delete the embedded Redis's files first (not with --redis-url)",
+)
 @click.option("--model", "model_name", metavar="NAME", help="model name, the prefix of its Redis keys")
-@click.option("--open/--no-open", "open_browser", default=False, show_default=True,
-              help="open the dashboard in a browser")
+@click.option(
+    "--open/--no-open", "open_browser", default=False, show_default=True, help="open the dashboard in a browser"
+)
 def demo(
     port: int,
     redis_url_option: str | None,

@@ -17,8 +17,9 @@ from ._common import InputError, echo_json, service_client, service_errors, serv
 
 @click.command("predict")
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--as-is", is_flag=True,
-              help="send the pixels themselves (28x28 MNIST-style images) instead of uploading the file")
+@click.option(
+    "--as-is", is_flag=True, help="send the pixels themselves (28x28 MNIST-style images) instead of uploading the file"
+)
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list, one object per image")
 @service_options
 def predict(

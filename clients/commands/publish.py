@@ -84,20 +84,43 @@ class Summary:
 
 @click.command("publish")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
-@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
-              help="which split of an MNIST IDX directory")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "test"]),
+    default="train",
+    show_default=True,
+    help="which split of an MNIST IDX directory",
+)
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True, help="skip this many samples first")
 @click.option("--limit", type=click.IntRange(min=0), help="publish at most this many samples (per pass)")
-@click.option("--repeat", "--epochs", "repeat", type=click.IntRange(min=1), default=1, show_default=True,
-              help="passes over the selected samples")
+@click.option(
+    "--repeat",
+    "--epochs",
+    "repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="passes over the selected samples",
+)
 @click.option("--shuffle", "seed", type=int, metavar="SEED", help="shuffle each pass, reproducibly from SEED")
 @click.option("--rate", type=Rate(), metavar="N/s", help="limit to N samples per second, e.g. 200/s")
-@click.option("--batch-size", type=click.IntRange(min=1, max=100_000), default=1000, show_default=True,
-              help="XADD commands per Redis round trip")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1, max=100_000),
+    default=1000,
+    show_default=True,
+    help="XADD commands per Redis round trip",
+)
 @click.option("--strict", is_flag=True, help="send nothing if any sample is invalid (exit 2)")
 @click.option("--producer-id", metavar="ID", help="producer id written in every entry [default: host-pid-random]")
-@click.option("--retry-for", type=click.FloatRange(min=0), default=300.0, show_default=True, metavar="SECONDS",
-              help="how long to ride out a Redis outage (restart, failover) before giving up")
+@click.option(
+    "--retry-for",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="how long to ride out a Redis outage (restart, failover) before giving up",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 @redis_options
