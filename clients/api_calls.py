@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Generic, TypeVar
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -72,6 +73,22 @@ class Call(Generic[T]):
             return True  # refused before anything was done
         # A 503 may come from a Redis write that landed but whose answer was lost, as may a timeout.
         return isinstance(error, ServiceUnavailable | ServiceUnreachable) and self.resend_safe
+
+
+def model_path(path: str, model: str | None) -> str:
+    """``path`` of the default model's API for the named ``model`` (the service's ``/models/{name}/...``).
+
+    >>> model_path("/predict/batch", "tenant-1"), model_path("/model/pin", "a"), model_path("/feedback", "a")
+    ('/models/tenant-1/predict/batch', '/models/a/pin', '/feedback')
+    """
+    if model is None:
+        return path
+    name = quote(model, safe="")
+    if path.startswith("/predict"):
+        return f"/models/{name}{path}"
+    if path == "/model" or path.startswith("/model/"):
+        return f"/models/{name}{path[len('/model'):]}"
+    return path
 
 
 def as_retries(retries: int | Retries) -> Retries:

@@ -94,7 +94,9 @@ class PredictionClient:
     """Synchronous client; use as a context manager or call :meth:`close`.
 
     ``retries`` (a count or a :class:`Retries`) tries calls again when the service asks for it or
-    cannot be reached (see the module docstring). ``transport`` is passed to httpx (e.g. an
+    cannot be reached (see the module docstring). ``model`` names a registered model to use instead
+    of the service's default one (its ``/models/{name}/...`` paths; feedback and samples still go to
+    the default model's stream). ``transport`` is passed to httpx (e.g. an
     ``httpx.ASGITransport``).
     """
 
@@ -105,10 +107,12 @@ class PredictionClient:
         api_key: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retries: int | Retries = 0,
+        model: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retries = calls.as_retries(retries)
+        self.model_name = model
         self._http = httpx.Client(
             base_url=self.base_url, headers=calls.headers(api_key), timeout=timeout, transport=transport
         )
@@ -186,7 +190,8 @@ class PredictionClient:
 
     def _attempt(self, call: Call[T]) -> T:
         try:
-            response = self._http.request(call.method, call.path, **call.options)
+            path = calls.model_path(call.path, self.model_name)
+            response = self._http.request(call.method, path, **call.options)
         except httpx.TransportError as exc:
             raise ServiceUnreachable(self.base_url, transport_reason(exc)) from None
         return calls.read(response, call)
@@ -213,10 +218,12 @@ class AsyncPredictionClient:
         api_key: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retries: int | Retries = 0,
+        model: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retries = calls.as_retries(retries)
+        self.model_name = model
         self._http = httpx.AsyncClient(
             base_url=self.base_url, headers=calls.headers(api_key), timeout=timeout, transport=transport
         )
@@ -283,7 +290,8 @@ class AsyncPredictionClient:
 
     async def _attempt(self, call: Call[T]) -> T:
         try:
-            response = await self._http.request(call.method, call.path, **call.options)
+            path = calls.model_path(call.path, self.model_name)
+            response = await self._http.request(call.method, path, **call.options)
         except httpx.TransportError as exc:
             raise ServiceUnreachable(self.base_url, transport_reason(exc)) from None
         return calls.read(response, call)

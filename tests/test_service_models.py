@@ -102,3 +102,35 @@ def test_the_served_models_are_bounded_by_the_lru_setting(
     # an evicted model is loaded again on demand
     assert server.post(f"/models/{names[0]}/predict", json={"pixels": pixels}).status_code == 200
     assert holders.loaded == [names[-1], names[0]]
+
+
+def test_the_python_client_and_the_command_line_follow_a_named_model(
+    make_app: Callable[..., LiveServer],
+    make_settings: Callable[..., Settings],
+    redis_client: redis.Redis,
+    write: Callable[..., int],
+    trained: DeltaRuleLearner,
+    mnist_train: tuple[np.ndarray, np.ndarray],
+) -> None:
+    images, labels = mnist_train
+    images = images.reshape(len(labels), -1)
+    write(trained)
+    small = train(images, labels, 200)
+    register(redis_client, "small")
+    snapshot_writer(redis_client, make_settings(model_name="small"))(small)
+    server = make_app()
+
+    with PredictionClient(server.url, model="small") as client, PredictionClient(server.url) as default:
+        assert client.model().samples_learned == 200 and default.model().samples_learned == 3000
+        assert client.predict_batch(images[:20]).digits.tolist() == small.predict_many(images[:20]).tolist()
+        assert client.predict(images[0]).model_version == 1
+        assert client.versions().latest == 1
+        np.testing.assert_allclose(client.weights(), small.weights_matrix().T, rtol=1e-6, atol=1e-6)
+    with PredictionClient(server.url, model="nobody") as client, pytest.raises(ApiError) as raised:
+        client.model()
+    assert raised.value.status_code == 404
+
+    status = run_cli("status", "--model", "small", "--url", server.url, "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["samples_learned"] == 200
+    assert_one_line_error(run_cli("status", "--model", "nobody", "--url", server.url), 1, "nobody")

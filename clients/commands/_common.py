@@ -79,7 +79,13 @@ def redis_options(command: F) -> F:
 
 
 def service_options(command: F) -> F:
-    """``--url`` of the service and ``--api-key``, defaulting to the settings."""
+    """``--url`` of the service, ``--api-key`` and ``--model``, defaulting to the settings."""
+    command = click.option(
+        "--model",
+        "model_name",
+        metavar="NAME",
+        help="a registered model (digitstream models list) [default: the service's own]",
+    )(command)
     command = click.option("--api-key", metavar="KEY", help="sent as X-API-Key [default: $DIGITSTREAM_API_KEY]")(
         command
     )
@@ -91,8 +97,8 @@ def service_options(command: F) -> F:
     )(command)
 
 
-def service_client(url: str | None, api_key: str | None, timeout: float) -> PredictionClient:
-    """A client for ``--url`` (or the settings' host and port)."""
+def service_client(url: str | None, api_key: str | None, timeout: float, model: str | None = None) -> PredictionClient:
+    """A client for ``--url`` (or the settings' host and port), for the registered ``model`` if given."""
     settings = settings_for()
     url = url or settings.url
     if url is None:
@@ -103,7 +109,7 @@ def service_client(url: str | None, api_key: str | None, timeout: float) -> Pred
     if urlsplit(url).scheme not in ("http", "https"):
         raise InputError(f"--url {url}: must be an http:// or https:// URL")
     key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
-    return PredictionClient(url, api_key=key, timeout=timeout)
+    return PredictionClient(url, api_key=key, timeout=timeout, model=model)
 
 
 @contextlib.contextmanager

@@ -16,9 +16,9 @@ from ._common import echo_json, service_client, service_errors, service_options
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="print the service's answer as JSON")
 @service_options
-def status(as_json: bool, url: str | None, api_key: str | None, timeout: float) -> None:
+def status(as_json: bool, url: str | None, api_key: str | None, timeout: float, model_name: str | None = None) -> None:
     """Show the served model: version, samples learned, accuracy, worker and lag."""
-    with service_client(url, api_key, timeout) as client, service_errors():
+    with service_client(url, api_key, timeout, model_name) as client, service_errors():
         model = client.model()
     if as_json:
         echo_json(model.raw)
@@ -29,9 +29,11 @@ def status(as_json: bool, url: str | None, api_key: str | None, timeout: float) 
 @click.command("versions")
 @click.option("--json", "as_json", is_flag=True, help="print the service's answer as JSON")
 @service_options
-def versions(as_json: bool, url: str | None, api_key: str | None, timeout: float) -> None:
+def versions(
+    as_json: bool, url: str | None, api_key: str | None, timeout: float, model_name: str | None = None
+) -> None:
     """List the kept model versions (oldest first) and which one is served."""
-    with service_client(url, api_key, timeout) as client, service_errors():
+    with service_client(url, api_key, timeout, model_name) as client, service_errors():
         answer = client.versions()
     if as_json:
         echo_json(asdict(answer))
@@ -59,9 +61,11 @@ def versions(as_json: bool, url: str | None, api_key: str | None, timeout: float
 @click.argument("version", type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="print the service's answer as JSON")
 @service_options
-def pin(version: int, as_json: bool, url: str | None, api_key: str | None, timeout: float) -> None:
+def pin(
+    version: int, as_json: bool, url: str | None, api_key: str | None, timeout: float, model_name: str | None = None
+) -> None:
     """Serve VERSION until `digitstream unpin` (a rollback); the worker keeps learning meanwhile."""
-    with service_client(url, api_key, timeout) as client, service_errors():
+    with service_client(url, api_key, timeout, model_name) as client, service_errors():
         model = client.pin(version)
     if as_json:
         echo_json(model.raw)
@@ -72,9 +76,9 @@ def pin(version: int, as_json: bool, url: str | None, api_key: str | None, timeo
 @click.command("unpin")
 @click.option("--json", "as_json", is_flag=True, help="print the service's answer as JSON")
 @service_options
-def unpin(as_json: bool, url: str | None, api_key: str | None, timeout: float) -> None:
+def unpin(as_json: bool, url: str | None, api_key: str | None, timeout: float, model_name: str | None = None) -> None:
     """Serve the latest version again."""
-    with service_client(url, api_key, timeout) as client, service_errors():
+    with service_client(url, api_key, timeout, model_name) as client, service_errors():
         model = client.unpin()
     if as_json:
         echo_json(model.raw)

@@ -23,7 +23,13 @@ from ._common import InputError, echo_json, service_client, service_errors, serv
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list, one object per image")
 @service_options
 def predict(
-    images: tuple[Path, ...], as_is: bool, as_json: bool, url: str | None, api_key: str | None, timeout: float
+    images: tuple[Path, ...],
+    as_is: bool,
+    as_json: bool,
+    url: str | None,
+    api_key: str | None,
+    timeout: float,
+    model_name: str | None = None,
 ) -> None:
     """Print the digit in each IMAGE (PNG or JPEG) and its probabilities as a bar chart.
 
@@ -48,7 +54,7 @@ def predict(
         except SourceError as exc:
             raise InputError(str(exc)) from None
     results: list[Prediction] = []
-    with service_client(url, api_key, timeout) as client, service_errors():
+    with service_client(url, api_key, timeout, model_name) as client, service_errors():
         for path, pixels in zip(images, prepared, strict=True):
             result = _ask(client, path, pixels)
             results.append(result)

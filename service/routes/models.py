@@ -1,4 +1,4 @@
-"""GET /models; per-model serving under /models/{name}: predict, batch, image, info, versions, pin, unpin.
+"""GET /models; per-model serving under /models/{name}: predict, batch, image, info, weights, versions, pin, unpin.
 
 The paths without ``/models/{name}`` serve the default model (``settings.model_name``); these serve
 any registered model, loaded on first use into a bounded LRU (``ModelHolders``). The bodies are
@@ -28,11 +28,12 @@ from ..schemas import (
     PinRequest,
     Prediction,
     Versions,
+    WeightTemplates,
     batch_body,
     predict_body,
     upload_body,
 )
-from .model import describe
+from .model import describe, weights_json
 from .predict import batch_answer, image_answer, single_answer
 from .responses import errors
 
@@ -110,6 +111,12 @@ def register(api: FastAPI, settings: Settings) -> None:
         served = holder.current.version if holder.current else None
         pinned = await holder.pinned_version()
         return {"versions": kept, "latest": holder.latest_version, "served": served, "pinned": pinned}
+
+    @api.get("/models/{name}/weights", tags=tags, response_model=WeightTemplates, responses=errors(404, 422, 503))
+    async def weights(request: Request, name: ModelName) -> Response:
+        """As GET /model/weights, for the named model."""
+        model = (await holder_of(request, name)).require()
+        return Response(weights_json(model), media_type="application/json", headers={"Cache-Control": "no-cache"})
 
     @api.post(
         "/models/{name}/pin", tags=tags, response_model=ModelInfo, dependencies=guarded,
