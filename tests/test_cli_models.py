@@ -81,3 +81,45 @@ def test_a_model_created_from_the_cli_is_learned_by_a_running_pool_and_delete_re
         pool.stop()
         thread.join(30)
     assert not redis_client.keys("fresh:*"), "the stopped pool wrote nothing back"
+
+
+def test_champion_and_challengers_learn_one_stream_side_by_side_and_compare_shows_them(
+    redis_url: str,
+    redis_client: redis.Redis,
+    make_settings: Callable[..., Settings],
+    mnist_train: tuple[np.ndarray, np.ndarray],
+) -> None:
+    images, labels = mnist_train
+    shared = "digits:samples"
+    for name, extra in (("champion", ()), ("seedling", ("--rule", "seed")), ("eager", ("--learning-rate", "0.2"))):
+        done = run_cli("models", "create", name, "--stream", shared, *extra, "--redis-url", redis_url)
+        assert done.returncode == 0, done.stderr
+    publish(redis_client, shared, images[:3000].reshape(3000, N_PIXELS), labels[:3000])
+    pool = WorkerPool(make_settings(snapshot_interval=0.1, block_ms=50), redis_client, ("*",), interval=0.1)
+    thread = threading.Thread(target=pool.run, daemon=True)
+    thread.start()
+    try:
+
+        def all_learned() -> bool:
+            snapshots = [
+                read_snapshot(redis_client, Keys.for_model(m, shared)) for m in ("champion", "seedling", "eager")
+            ]
+            return all(s is not None and s.learner().n_samples == 3000 for s in snapshots)
+
+        wait_for(all_learned, 60, what="three models learning one stream")
+    finally:
+        pool.stop()
+        thread.join(30)
+    assert redis_client.xlen(shared) == 3000, "each model reads the shared stream; none consumes it for the others"
+
+    rows = {
+        row["model"]: row
+        for row in map(json.loads, run_cli("models", "compare", "champion", "seedling", "eager", "--json",
+                                           "--redis-url", redis_url).stdout.splitlines())
+    }  # fmt: skip
+    assert list(rows) == ["champion", "seedling", "eager"]
+    assert all(row["metrics"]["samples"] == 3000 and row["metrics"]["learning_curve"] for row in rows.values())
+    assert rows["champion"]["metrics"]["prequential_accuracy"] > rows["seedling"]["metrics"]["prequential_accuracy"]
+    table = run_cli("models", "compare", "champion", "seedling", "eager", "--redis-url", redis_url)
+    assert table.returncode == 0 and "learning curves" in table.stdout and table.stdout.count("3,000") >= 3
+    assert_one_line_error(run_cli("models", "compare", "champion", "nobody", "--redis-url", redis_url), 2, "nobody")

@@ -162,3 +162,12 @@ def delete_data(client: RedisClient, config: ModelConfig) -> int:
 
 def _text(value: bytes | str | None) -> str | None:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _add_compare() -> None:
+    from .compare import compare
+
+    models.add_command(compare)
+
+
+_add_compare()
