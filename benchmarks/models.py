@@ -1,0 +1,333 @@
+"""Many models: the registry at 1,000 models, worker pools scaling over 100, and a chaos run over 50.
+
+    python -m digitstream.benchmarks.models [--data DIR] [--quick] [--parts registry,scaling,chaos]
+
+* **registry**: 1,000 registered models, each with a snapshot. Redis memory per model (one version,
+  and at the default version policy's most versions), an API process (``digitstream serve``, real
+  uvicorn) answering predictions for random models: its RSS stays bounded by ``served_models_max``;
+  the first prediction of a cold model (not in the LRU): p50 and p99.
+* **scaling**: 100 models with their own streams, learned by 1 and then by 2 ``digitstream worker
+  --models all`` processes; aggregate samples/s (between 10 % and 90 % of the work, so start-up
+  and the tail do not count) and the ratio.
+* **chaos**: 50 models, pools SIGKILLed and started at random while samples are published at a
+  steady pace; after the drain every model's weights are compared with its uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import redis
+
+from digitstream.clients.embedded_redis import RedisServer, free_port
+from digitstream.learner import HyperParameters, new_learner
+from digitstream.protocol import N_PIXELS, Keys, encode_sample
+from digitstream.registry import ModelConfig, Registry
+from digitstream.settings import load_settings
+from digitstream.snapshot import snapshot_of
+from digitstream.store import read_snapshot, write_snapshot
+
+from .endurance import Child, clean_env, rss_mb
+from .suite import default_data_dir
+
+PARTS = ("registry", "scaling", "chaos")
+
+
+def load_digits(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    from digitstream.datasets import load_mnist
+
+    train = load_mnist(data_dir, "train")
+    return train.images.reshape(len(train.labels), N_PIXELS), train.labels.astype(np.int64)
+
+
+def register(client: redis.Redis, names: list[str], stream: str | None = None) -> None:
+    registry = Registry(client)
+    for name in names:
+        registry.create(
+            ModelConfig.new(name, HyperParameters.for_rule("softmax"), stream=stream, created_at=time.time())
+        )
+
+
+def publish(client: redis.Redis, stream: str, images: np.ndarray, labels: np.ndarray) -> None:
+    pipe = client.pipeline(transaction=False)
+    for image, label in zip(images, labels, strict=True):
+        pipe.xadd(stream, encode_sample(image, int(label)))  # type: ignore[arg-type]
+    pipe.execute()
+
+
+def learned(client: redis.Redis, models: list[str]) -> list[int]:
+    """Samples each model's worker has committed (its status), 0 when it has none yet."""
+    out = []
+    for raw in client.mget([Keys.for_model(m).worker_status for m in models]):
+        out.append(int(json.loads(raw)["samples_learned"]) if raw else 0)
+    return out
+
+
+# -- registry ---------------------------------------------------------------------------------------
+
+
+def snapshot_meta(name: str, samples: int) -> dict[str, Any]:
+    """The metadata a worker writes (``SnapshotMeta``), for a model that learned ``samples`` samples."""
+    metrics = {"prequential_accuracy": 0.85, "rolling_accuracy": 0.9, "rolling_window": 1000, "lag": 0}
+    return {
+        "model": name,
+        "samples_learned": samples,
+        "last_id": f"1-{samples}",
+        "created_at": time.time(),
+        "entries_consumed": samples,
+        "deadletter_count": 0,
+        "metrics": {**metrics, "drift_events": []},
+    }
+
+
+def registry_part(
+    server: RedisServer, images: np.ndarray, labels: np.ndarray, quick: bool, work: Path
+) -> dict[str, Any]:
+    n_models = 100 if quick else 1000
+    client = redis.Redis.from_url(server.url)
+    client.flushall()
+    names = [f"tenant-{i:04d}" for i in range(n_models)]
+    register(client, names)
+    learner = new_learner(HyperParameters.for_rule("softmax"))
+    learner.learn_many(images[:500], labels[:500])
+    before = int(client.info("memory")["used_memory"])
+    for name in names:
+        keys = Keys.for_model(name)
+        client.set(keys.lease, "bench")
+        snapshot = snapshot_of(learner, **snapshot_meta(name, learner.n_samples))
+        write_snapshot(client, keys, snapshot, lease_token="bench", keep=10)
+        client.delete(keys.lease)
+    per_model = (int(client.info("memory")["used_memory"]) - before) / n_models
+    one = Keys.for_model(names[0])
+    version_bytes = int(client.memory_usage(one.snapshot(1)) or 0)  # MEMORY USAGE: an estimate, above the delta
+    keep = load_settings().keep_versions
+    lru = 16
+    port = free_port()
+    env = clean_env(redis_url=server.url, served_models_max=str(lru), port=str(port))
+    api = Child("serve", ["serve", "--port", str(port), "--log-level", "warning"], work / "serve.log", env).start()
+    cold: list[float] = []
+    rss: list[float] = []
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if http.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the API did not start: {(work / 'serve.log').read_text()[-2000:]}")
+                time.sleep(0.1)
+            body = {"pixels": images[0].tolist()}
+            order = random.Random(0).sample(names, len(names)) * 2
+            for i, name in enumerate(order):
+                started = time.perf_counter()
+                answer = http.post(f"/models/{name}/predict", json=body)
+                elapsed = time.perf_counter() - started
+                if answer.status_code != 200:
+                    raise RuntimeError(f"/models/{name}/predict: {answer.status_code} {answer.text}")
+                cold.append(elapsed)  # every model is cold here: the LRU (16) is far smaller than the models
+                if i % 50 == 0:
+                    rss.append(rss_mb(api.pid) or 0.0)
+    finally:
+        api.stop()
+    cold_ms = sorted(1000 * c for c in cold)
+    return {
+        "models": n_models,
+        "redis_bytes_per_model_one_version": per_model,
+        "snapshot_version_bytes": version_bytes,
+        "keep_versions": keep,
+        "redis_bytes_per_model_at_keep": per_model * keep,  # the snapshot hash is nearly all of it
+        "served_models_max": lru,
+        "api_rss_mb_first": rss[0] if rss else None,
+        "api_rss_mb_max": max(rss) if rss else None,
+        "api_rss_mb_last": rss[-1] if rss else None,
+        "cold_first_prediction_ms_p50": statistics.median(cold_ms),
+        "cold_first_prediction_ms_p99": cold_ms[int(0.99 * (len(cold_ms) - 1))],
+        "predictions": len(cold_ms),
+    }
+
+
+# -- scaling ----------------------------------------------------------------------------------------
+
+
+def pools_rate(
+    server: RedisServer, images: np.ndarray, labels: np.ndarray, n_pools: int, n_models: int, per_model: int, work: Path
+) -> dict[str, Any]:
+    client = redis.Redis.from_url(server.url)
+    client.flushall()
+    names = [f"m{i:03d}" for i in range(n_models)]
+    register(client, names)
+    for i, name in enumerate(names):  # staged aside, moved into place (RENAME) once the pools have settled
+        start = (i * 97) % (len(labels) - per_model)
+        publish(client, f"stage:{name}", images[start : start + per_model], labels[start : start + per_model])
+    total = n_models * per_model
+    env = clean_env(redis_url=server.url)
+    pools = [
+        Child(f"pool{p}", ["worker", "--models", "all", "--log-level", "WARNING"], work / f"pool{n_pools}-{p}.log", env)
+        for p in range(n_pools)
+    ]
+    for pool in pools:
+        pool.start()
+
+    def settled() -> bool:
+        holders = [client.get(Keys.for_model(m).lease) for m in names]
+        pool_ids = {h.rsplit(b"/", 1)[0] for h in holders if h is not None}
+        return None not in holders and len(pool_ids) == n_pools
+
+    deadline = time.monotonic() + 120
+    while not settled():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the pools did not settle: {(work / f'pool{n_pools}-0.log').read_text()[-2000:]}")
+        time.sleep(0.1)
+    time.sleep(1.0)
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.rename(f"stage:{name}", Keys.for_model(name).samples)
+    pipe.execute()
+    renamed = time.perf_counter()
+    marks: dict[float, float] = {}
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            done = sum(learned(client, names))
+            now = time.perf_counter()
+            for fraction in (0.1, 0.9):
+                if fraction not in marks and done >= fraction * total:
+                    marks[fraction] = now
+            if done >= total:
+                marks[1.0] = now
+                break
+            time.sleep(0.05)
+    finally:
+        for pool in pools:
+            pool.stop()
+    if 1.0 not in marks:
+        raise RuntimeError(f"the pools did not learn everything: {sum(learned(client, names))} of {total}")
+    middle = marks[0.9] - marks[0.1]
+    return {
+        "pools": n_pools, "models": n_models, "samples": total,
+        "rate": 0.8 * total / middle if middle > 0 else None,  # between 10 % and 90 % of the work
+        "rate_whole": total / (marks[1.0] - renamed),  # from the samples' arrival to the last commit
+    }  # fmt: skip
+
+
+def scaling_part(
+    server: RedisServer, images: np.ndarray, labels: np.ndarray, quick: bool, work: Path
+) -> dict[str, Any]:
+    n_models, per_model = (20, 5000) if quick else (100, 5000)
+    one = pools_rate(server, images, labels, 1, n_models, per_model, work)
+    two = pools_rate(server, images, labels, 2, n_models, per_model, work)
+    key = "rate" if one["rate"] and two["rate"] else "rate_whole"
+    return {"one_pool": one, "two_pools": two, "ratio": two[key] / one[key], "ratio_of": key}
+
+
+# -- chaos ------------------------------------------------------------------------------------------
+
+
+def chaos_part(server: RedisServer, images: np.ndarray, labels: np.ndarray, quick: bool, work: Path) -> dict[str, Any]:
+    n_models, per_model, seconds = (10, 600, 15.0) if quick else (50, 3000, 90.0)
+    client = redis.Redis.from_url(server.url)
+    client.flushall()
+    names = [f"c{i:02d}" for i in range(n_models)]
+    register(client, names)
+    chunks = 30
+    rng = random.Random(1)
+    env = clean_env(redis_url=server.url, lease_ttl="1.0", snapshot_interval="0.2")
+    pools: list[Child] = []
+    kills = joins = 0
+    stop = threading.Event()
+
+    def publisher() -> None:
+        for c in range(chunks):
+            for i, name in enumerate(names):
+                start = (i * 131) % (len(labels) - per_model) + c * per_model // chunks
+                end = (i * 131) % (len(labels) - per_model) + (c + 1) * per_model // chunks
+                publish(client, Keys.for_model(name).samples, images[start:end], labels[start:end])
+            stop.wait(seconds / chunks)
+
+    def start_pool() -> None:
+        pools.append(
+            Child(
+                "pool", ["worker", "--models", "all", "--lease-ttl", "1.0"], work / f"chaos{len(pools)}.log", env
+            ).start()
+        )
+
+    start_pool()
+    start_pool()
+    feeder = threading.Thread(target=publisher, daemon=True)
+    feeder.start()
+    while feeder.is_alive():
+        time.sleep(rng.uniform(1.0, 4.0))
+        alive = [p for p in pools if p.alive()]
+        if len(alive) > 1 and rng.random() < 0.6:
+            rng.choice(alive).kill()
+            kills += 1
+        else:
+            start_pool()
+            joins += 1
+    if not any(p.alive() for p in pools):
+        start_pool()
+    deadline = time.monotonic() + 300
+    while sum(learned(client, names)) < n_models * per_model and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pool in pools:
+        if pool.alive():
+            pool.stop()
+    worst = 0.0
+    settings = load_settings()
+    for i, name in enumerate(names):
+        base = (i * 131) % (len(labels) - per_model)
+        expected = new_learner(settings.hyper_parameters())
+        expected.learn_many(images[base : base + per_model], labels[base : base + per_model])
+        snapshot = read_snapshot(client, Keys.for_model(name))
+        if snapshot is None:
+            worst = float("inf")
+            continue
+        got = snapshot.learner().state().arrays
+        for key, want in expected.state().arrays.items():
+            scale = max(float(np.linalg.norm(want)), 1e-300)
+            worst = max(worst, float(np.linalg.norm(got[key].astype(np.float64) - want.astype(np.float64))) / scale)
+    return {
+        "models": n_models,
+        "samples_per_model": per_model,
+        "kills": kills,
+        "joins": joins,
+        "worst_relative_difference": worst,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--parts", default=",".join(PARTS))
+    args = parser.parse_args(argv)
+    images, labels = load_digits(args.data or default_data_dir())
+    report: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="digitstream-models-") as tmp:
+        work = Path(tmp)
+        with RedisServer(work / "redis", appendonly=False) as server:
+            for part in args.parts.split(","):
+                run = {"registry": registry_part, "scaling": scaling_part, "chaos": chaos_part}[part]
+                started = time.monotonic()
+                report[part] = run(server, images, labels, args.quick, work)
+                report[part]["seconds"] = round(time.monotonic() - started, 1)
+                print(part, json.dumps(report[part], indent=2), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
