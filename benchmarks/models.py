@@ -183,7 +183,7 @@ def pools_rate(
         pool.start()
 
     def settled() -> bool:
-        holders = [client.get(Keys.for_model(m).lease) for m in names]
+        holders: list[bytes | None] = [client.get(Keys.for_model(m).lease) for m in names]  # type: ignore[misc]
         pool_ids = {h.rsplit(b"/", 1)[0] for h in holders if h is not None}
         return None not in holders and len(pool_ids) == n_pools
 

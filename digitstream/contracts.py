@@ -23,7 +23,7 @@ Snapshot metadata (``SnapshotMeta``, the ``meta`` field of a snapshot hash, see 
     faults [{kind, message, at, samples_learned, skipped?, seconds?}], worker_id, stream,
     settings {batch_size, snapshot_every, snapshot_interval, keep_versions, retention_max_len, retention_max_age}
 
-Worker status (``WorkerStatus``, the ``<model>:worker:status`` key)::
+Worker status (``WorkerStatus``, the ``{model}:worker:status`` key)::
 
     worker_id, state (starting | standby | active | stopped), model, samples_learned, last_id,
     version, lag, lag_at_least, throughput, deadletter_count, duplicates_skipped, faults [...], updated_at (unix s)

@@ -3,22 +3,28 @@
 This module sits at the bottom of the project: it imports only the standard library and numpy,
 so any role (and any client in any language, through the README) can follow it.
 
-Redis layout for a model named ``M`` (default ``digitstream``)::
+Redis layout for a model named ``M`` (default ``digitstream``). Every key of a model carries the
+hash tag ``{M}``, so on a Redis Cluster they all live in one slot and each script touches one slot
+(model names cannot contain braces)::
 
-    M:samples                 stream   labelled samples: fields pixels, label (+ producer, seq; + ignored extras)
-    M:deadletter              stream   rejected entries: original fields + original_id + reason
-    M:snapshot:latest         string   version number of the newest snapshot
-    M:snapshot:versions       zset     kept versions (score = version)
-    M:snapshot:<version>      hash     "meta" (JSON, contracts.SnapshotMeta) + "array:<name>" (raw bytes)
-    M:snapshot:events         pub/sub  JSON {"version": n} published when a snapshot is written
-    M:worker:lease            string   id of the one active worker, with an expiry (PX)
-    M:worker:status           string   JSON health of the active worker (contracts.WorkerStatus), with expiry
-    M:service:pinned          string   version every service replica serves (absent: the latest)
-    M:prediction:<id>         string   a served prediction's 784 pixels, kept for feedback (TTL)
-    {M:samples}:producer:<p>  hash     a publisher's fence: seq (highest appended), first, last (ids), owner (TTL)
-    {M:samples}:idempotency:<period>
-                              hash     Idempotency-Key -> "<fingerprint> <stream id> ..." of one period (TTL)
-    (the last two take the stream key's hash tag, or the stream key as one: the stream's cluster slot)
+    {M}:samples               stream   labelled samples: fields pixels, label (+ producer, seq; + ignored extras)
+    {M}:deadletter            stream   rejected entries: original fields + original_id + reason
+    {M}:snapshot:latest       string   version number of the newest snapshot
+    {M}:snapshot:versions     zset     kept versions (score = version)
+    {M}:snapshot:<version>    hash     "meta" (JSON, contracts.SnapshotMeta) + "array:<name>" (raw bytes)
+    {M}:snapshot:events       pub/sub  JSON {"version": n} published when a snapshot is written
+                                       (sharded pub/sub on a cluster: the channel hashes like a key)
+    {M}:worker:lease          string   id of the one active worker, with an expiry (PX)
+    {M}:worker:status         string   JSON health of the active worker (contracts.WorkerStatus), with expiry
+    {M}:service:pinned        string   version every service replica serves (absent: the latest)
+    {M}:prediction:<id>       string   a served prediction's 784 pixels, kept for feedback (TTL)
+    {M}:producer:<p>          hash     a publisher's fence: seq (highest appended), first, last (ids), owner (TTL)
+    {M}:idempotency:<period>  hash     Idempotency-Key -> "<fingerprint> <stream id> ..." of one period (TTL)
+    (the last two take the stream key's hash tag, or the stream key as one: the stream's cluster slot;
+    for a model's own stream that is {M})
+
+Before version 0.3 the keys were ``M:samples``, ``M:snapshot:latest``, ... without the tag;
+``digitstream models migrate`` renames an existing deployment's keys (docs/cluster.md).
 
 Stream entry (canonical form): ``pixels`` = 784 raw bytes, row-major 28x28, 0 = background;
 ``label`` = one ASCII digit. ``pixels`` may also be a JSON array text of 784 integers 0..255.
@@ -74,41 +80,53 @@ class Keys:
 
     @classmethod
     def for_model(cls, model: str = "digitstream", samples: str | None = None, deadletter: str | None = None) -> Keys:
-        return cls(model, samples or f"{model}:samples", deadletter or f"{model}:deadletter")
+        """The keys of model ``model``: its own stream and dead-letter stream unless named.
+
+        >>> keys = Keys.for_model("champion")
+        >>> keys.samples, keys.snapshot(3), Keys.for_model("challenger", "{champion}:samples").producer("p")
+        ('{champion}:samples', '{champion}:snapshot:3', '{champion}:producer:p')
+        """
+        tag = "{" + model + "}"
+        return cls(model, samples or f"{tag}:samples", deadletter or f"{tag}:deadletter")
+
+    @property
+    def tag(self) -> str:
+        """The model's hash tag: every key below (and its own streams) hash to the slot of ``{model}``."""
+        return "{" + self.model + "}"
 
     @property
     def snapshot_latest(self) -> str:
-        return f"{self.model}:snapshot:latest"
+        return f"{self.tag}:snapshot:latest"
 
     @property
     def snapshot_versions(self) -> str:
-        return f"{self.model}:snapshot:versions"
+        return f"{self.tag}:snapshot:versions"
 
     @property
     def snapshot_events(self) -> str:
-        return f"{self.model}:snapshot:events"
+        return f"{self.tag}:snapshot:events"
 
     def snapshot(self, version: int) -> str:
-        return f"{self.model}:snapshot:{version}"
+        return f"{self.tag}:snapshot:{version}"
 
     @property
     def snapshot_prefix(self) -> str:
-        return f"{self.model}:snapshot:"
+        return f"{self.tag}:snapshot:"
 
     @property
     def lease(self) -> str:
-        return f"{self.model}:worker:lease"
+        return f"{self.tag}:worker:lease"
 
     @property
     def worker_status(self) -> str:
-        return f"{self.model}:worker:status"
+        return f"{self.tag}:worker:status"
 
     @property
     def pinned(self) -> str:
-        return f"{self.model}:service:pinned"
+        return f"{self.tag}:service:pinned"
 
     def prediction(self, prediction_id: str) -> str:
-        return f"{self.model}:prediction:{prediction_id}"
+        return f"{self.tag}:prediction:{prediction_id}"
 
     def producer(self, producer_id: str) -> str:
         """The publisher's fence for one producer id on the stream (``clients.producer``).
@@ -116,8 +134,8 @@ class Keys:
         Its script touches the fence and the stream together, so the fence takes the stream's hash
         tag (Redis Cluster: the same slot, whatever the key layout):
 
-        >>> Keys.for_model().producer("cam-1"), Keys.for_model("{m}").producer("cam-1")
-        ('{digitstream:samples}:producer:cam-1', '{m}:producer:cam-1')
+        >>> Keys.for_model().producer("cam-1"), Keys.for_model("m", "shared:samples").producer("cam-1")
+        ('{digitstream}:producer:cam-1', '{shared:samples}:producer:cam-1')
         """
         return f"{self._stream_tag}:producer:{producer_id}"
 

@@ -36,7 +36,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .migration import LegacyKeys
 from .protocol import Keys
+from .registry import EVENTS_CHANNEL as REGISTRY_EVENTS
+from .registry import TAG as REGISTRY_TAG
 
 ROLES = ("admin", "worker", "api", "publisher")
 PLACEHOLDER_PREFIX = "change-me"  # the passwords of .env.example start with it: refused
@@ -88,8 +91,19 @@ def role_selectors(keys: Keys) -> dict[str, list[Selector]]:
                 keys=tuple(f"~{key}" for key in worker_keys),
                 channels=(keys.snapshot_events,),
             ),
+            # The registry: its model registered on first use; a pool's membership and the models it learns.
+            Selector(
+                f"{_SCRIPTS} +get +hget +hgetall +hexists +hlen +hset +hdel +incr +time +zadd +zrem +zrangebyscore "
+                "+zremrangebyscore +publish",
+                keys=(f"~{REGISTRY_TAG}:*",),
+                channels=(REGISTRY_EVENTS,),
+            ),
+            # Whether snapshots of the layout before 0.3 wait to be migrated (digitstream.migration).
+            Selector("+exists", keys=(f"%R~{LegacyKeys(keys.model).snapshot_latest}",)),
         ],
         "api": [
+            # The registry, read: GET /models and the models served under /models/{name}.
+            Selector("+hget +hscan", keys=(f"%R~{REGISTRY_TAG}:models",)),
             # Read the served model: latest + pin + worker status in one MGET, snapshot hashes, versions; the
             # snapshot events (sharded pub/sub on a cluster).
             Selector(

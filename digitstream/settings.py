@@ -40,8 +40,8 @@ class Settings(BaseSettings):
     model_name: str = Field(
         "digitstream", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="the model: the prefix of all its Redis keys"
     )
-    stream_key: str | None = Field(None, description="samples stream (default: MODEL:samples)")
-    deadletter_key: str | None = Field(None, description="dead-letter stream (default: MODEL:deadletter)")
+    stream_key: str | None = Field(None, description="samples stream (default: {MODEL}:samples)")
+    deadletter_key: str | None = Field(None, description="dead-letter stream (default: {MODEL}:deadletter)")
     redis_connect_timeout: float = Field(5.0, gt=0, le=300, description="seconds to open a Redis connection")
     redis_timeout: float = Field(
         30.0, gt=0, le=3600, description="seconds a Redis command may take (workers and clients; beyond blocking reads)"

@@ -35,8 +35,6 @@ from redis.cluster import key_slot
 
 from digitstream.clients.embedded_redis import RedisServer, free_port
 from digitstream.clients.processes import child_options
-from digitstream.protocol import Keys
-from digitstream.settings import Settings
 
 NODE_TIMEOUT_ENV_VAR = "DIGITSTREAM_TEST_CLUSTER_NODE_TIMEOUT"
 BIN_ENV_VAR = "DIGITSTREAM_TEST_CLUSTER_BIN"
@@ -362,25 +360,6 @@ class LocalCluster:
             if replication.get("slave_repl_offset") != master.get("master_repl_offset"):
                 return f"replica {node.address} lags behind its master"
         return ""
-
-
-class TaggedSettings(Settings):
-    """Settings whose keys all share the model's hash tag ``{model}``: the layout of issue 15 step 2.
-
-    Until ``digitstream.protocol.Keys`` builds keys that way (docs/cluster.md), the worker, the
-    service and the publisher run on a cluster with these settings in-process; the command line
-    cannot, and its tests are marked xfail with that reason.
-    """
-
-    @property
-    def keys(self) -> Keys:
-        return Keys.for_model("{" + self.model_name + "}", self.stream_key, self.deadletter_key)
-
-
-KEY_LAYOUT_PENDING = (
-    "needs the cluster key layout (issue 15 step 2): every key of a model under the hash tag {model} "
-    "and every script declaring its keys; see docs/cluster.md"
-)
 
 
 @pytest.fixture(scope="session")

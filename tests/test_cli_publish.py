@@ -47,7 +47,7 @@ def test_publishing_an_idx_directory_sends_its_samples_in_order(
     write_idx_images(tmp_path / "train-images-idx3-ubyte", images)  # raw, not gzipped
     write_idx_labels(tmp_path / "train-labels-idx1-ubyte", labels)
     summary = publish(redis_url, str(tmp_path))
-    assert (summary["sent"], summary["rejected"], summary["stream"]) == (30, 0, "digitstream:samples")
+    assert (summary["sent"], summary["rejected"], summary["stream"]) == (30, 0, "{digitstream}:samples")
     sent_images, sent_labels = stream_contents(redis_client)
     np.testing.assert_array_equal(sent_images, images)
     np.testing.assert_array_equal(sent_labels, labels)
@@ -112,7 +112,7 @@ def test_publishing_a_folder_of_pngs_labelled_by_sub_folder(
 def test_the_human_summary_names_the_stream_and_the_count(redis_url: str, mnist_dir: Path) -> None:
     done = run_cli("publish", str(mnist_dir), "--limit", "10", "--redis-url", redis_url)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"sent 10 samples to digitstream:samples at {redis_url}")
+    assert done.stdout.startswith(f"sent 10 samples to {{digitstream}}:samples at {redis_url}")
     assert "10/10 100%" in done.stderr  # the final state of the progress bar
 
 

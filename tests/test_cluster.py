@@ -1,9 +1,7 @@
 """Redis Cluster: each role's client, the snapshot notifications and the roles themselves, on a real local cluster.
 
-The cluster (3 masters, 3 replicas, redis-server 7) comes from tests/cluster_support.py. Until the
-cluster key layout lands (docs/cluster.md), the roles run in-process with ``TaggedSettings``, whose
-keys share the model's hash tag; the command line runs with the default keys, and the test of it
-that needs the layout is an xfail saying so.
+The cluster (3 masters, 3 replicas, redis-server 7) comes from tests/cluster_support.py. Every key of
+a model shares its hash tag ``{model}`` (``digitstream.protocol.Keys``), so each role runs unchanged.
 """
 
 # ruff: noqa: F811  (the fixtures imported from tests.cluster_support are parameters here)
@@ -33,15 +31,13 @@ from digitstream.clients.publisher import Publisher
 from digitstream.connections import ClusterUnreachable, client_client, service_client, worker_client
 from digitstream.learner import DeltaRuleLearner, HyperParameters
 from digitstream.protocol import N_PIXELS
-from digitstream.settings import load_settings
+from digitstream.settings import Settings, load_settings
 from digitstream.snapshot import snapshot_of
 from digitstream.store import list_versions, read_snapshot, write_snapshot
 from digitstream.worker.loop import Worker
 from tests.cli_support import assert_one_line_error, cli_env, run_cli
 from tests.cluster_support import (  # noqa: F401
-    KEY_LAYOUT_PENDING,
     LocalCluster,
-    TaggedSettings,
     cluster,
     cluster_session,
     cluster_url,
@@ -68,7 +64,7 @@ def learner_after(images: np.ndarray, labels: np.ndarray, n: int) -> DeltaRuleLe
     return learner
 
 
-def write(client: Any, settings: TaggedSettings, learner: DeltaRuleLearner, *, take_lease: bool = True) -> int:
+def write(client: Any, settings: Settings, learner: DeltaRuleLearner, *, take_lease: bool = True) -> int:
     """A snapshot as the worker writes it (the lease held), through the current snapshot script."""
     if take_lease:
         client.set(settings.keys.lease, LEASE)
@@ -77,13 +73,13 @@ def write(client: Any, settings: TaggedSettings, learner: DeltaRuleLearner, *, t
     return write_snapshot(client, settings.keys, snapshot_of(learner, **meta), lease_token=LEASE, keep=10)
 
 
-def announce(client: RedisCluster, settings: TaggedSettings, version: int) -> None:
+def announce(client: RedisCluster, settings: Settings, version: int) -> None:
     """The sharded notification the snapshot script is to send once the key layout lands (docs/cluster.md)."""
     client.spublish(settings.keys.snapshot_events, json.dumps({"version": version}))
 
 
 @contextlib.contextmanager
-def served(settings: TaggedSettings) -> Iterator[LiveServer]:
+def served(settings: Settings) -> Iterator[LiveServer]:
     server = LiveServer(settings).start()
     try:
         yield server
@@ -165,7 +161,7 @@ def test_the_worker_client_never_sends_a_snapshot_twice(cluster: LocalCluster, d
     node comes back. A client that retries after a timeout (the command line's, redis-py's default)
     sends it again and the snapshot is written twice: the hazard the worker's client is built against.
     """
-    settings = TaggedSettings(redis_url=cluster.url, model_name="m", block_ms=1, redis_timeout=0.5)
+    settings = Settings(redis_url=cluster.url, model_name="m", block_ms=1, redis_timeout=0.5)
     learner = learner_after(*digits, 100)
     node = cluster.master_of(settings.keys.snapshot_latest)
     worker, client = worker_client(settings), client_client(settings)
@@ -253,7 +249,7 @@ def test_the_worker_client_waits_for_a_cluster_that_is_not_up_yet(tmp_path: Path
 def test_the_service_reloads_on_a_sharded_notification_without_waiting_for_a_poll(
     cluster: LocalCluster, digits: Any
 ) -> None:
-    settings = TaggedSettings(redis_url=cluster.url, model_name="m", poll_interval=60.0)
+    settings = Settings(redis_url=cluster.url, model_name="m", poll_interval=60.0)
     client = client_client(settings)
     try:
         with served(settings) as server:
@@ -268,7 +264,7 @@ def test_the_service_reloads_on_a_sharded_notification_without_waiting_for_a_pol
 
 
 def test_on_a_cluster_polling_finds_a_snapshot_without_notification(cluster: LocalCluster, digits: Any) -> None:
-    settings = TaggedSettings(redis_url=cluster.url, model_name="m", poll_interval=0.2)
+    settings = Settings(redis_url=cluster.url, model_name="m", poll_interval=0.2)
     client = client_client(settings)
     try:
         with served(settings) as server:
@@ -280,7 +276,7 @@ def test_on_a_cluster_polling_finds_a_snapshot_without_notification(cluster: Loc
 
 def test_the_sharded_subscription_moves_to_the_promoted_replica(cluster: LocalCluster, digits: Any) -> None:
     """SIGKILL the master of the model's slot: the service resubscribes on the replica promoted in its place."""
-    settings = TaggedSettings(redis_url=cluster.url, model_name="m", poll_interval=60.0, service_redis_timeout=0.5)
+    settings = Settings(redis_url=cluster.url, model_name="m", poll_interval=60.0, service_redis_timeout=0.5)
     channel = settings.keys.snapshot_events
     client = client_client(settings)
     try:
@@ -313,7 +309,7 @@ def test_a_cluster_without_sharded_pub_sub_is_followed_by_polling(tmp_path: Path
         assert node.info("server")["redis_version"].startswith("6.")
         node.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
         wait_for(lambda: node.execute_command("CLUSTER INFO")["cluster_state"] == "ok", timeout=10)
-        settings = TaggedSettings(redis_url=f"redis+cluster://127.0.0.1:{server.port}", model_name="m",
+        settings = Settings(redis_url=f"redis+cluster://127.0.0.1:{server.port}", model_name="m",
                                   poll_interval=0.2)  # fmt: skip
         client = client_client(settings)
         try:
@@ -331,7 +327,7 @@ def test_publisher_worker_and_service_run_on_a_cluster_with_the_tagged_key_layou
     cluster: LocalCluster, digits: Any
 ) -> None:
     images, labels = digits
-    settings = TaggedSettings(redis_url=cluster.url, model_name="m", batch_size=250, snapshot_every=1000)
+    settings = Settings(redis_url=cluster.url, model_name="m", batch_size=250, snapshot_every=1000)
     keys = settings.keys
     client = client_client(settings)
     try:
@@ -360,15 +356,14 @@ def test_publisher_worker_and_service_run_on_a_cluster_with_the_tagged_key_layou
 def test_the_publish_command_writes_to_a_cluster(cluster_url: str) -> None:
     done = run_cli("publish", "../shared/data/mnist", "--limit", "500", "--redis-url", cluster_url)
     assert done.returncode == 0, done.stderr
-    assert f"sent 500 samples to digitstream:samples at {cluster_url}" in done.stdout
+    assert f"sent 500 samples to {{digitstream}}:samples at {cluster_url}" in done.stdout
     client = client_client(load_settings(redis_url=cluster_url))
     try:
-        assert client.xlen("digitstream:samples") == 500
+        assert client.xlen("{digitstream}:samples") == 500
     finally:
         client.close()
 
 
-@pytest.mark.xfail(reason=KEY_LAYOUT_PENDING, raises=AssertionError, strict=True)
 def test_the_command_line_learns_and_serves_on_a_cluster(cluster_url: str, tmp_path: Path) -> None:
     """``digitstream publish``, ``worker --burst`` and ``serve`` with nothing but a cluster URL."""
     env = cli_env(DIGITSTREAM_REDIS_URL=cluster_url)

@@ -127,7 +127,7 @@ def test_a_drawn_one_is_predicted_and_the_feedback_is_learned_live(
 
     # A real worker learns the seeded samples; the live panel follows without a reload.
     images, labels = mnist_train
-    publish(redis_client, "digitstream:samples", images[:SEEDED], labels[:SEEDED])
+    publish(redis_client, "{digitstream}:samples", images[:SEEDED], labels[:SEEDED])
     run_worker()
     wait_for_stat(page, "samples", SEEDED, timeout=30_000)
     page.wait_for_selector("body[data-state='ok']")

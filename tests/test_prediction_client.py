@@ -115,7 +115,7 @@ def test_feedback_appends_the_predicted_pixels_with_the_true_label(
     prediction = client.predict(image)
     receipt = client.feedback(prediction.prediction_id or "", 4)
     assert (receipt.prediction_id, receipt.label) == (prediction.prediction_id, 4)
-    decoded = decode_entries(redis_client.xrange("digitstream:samples"))
+    decoded = decode_entries(redis_client.xrange("{digitstream}:samples"))
     assert [i.decode() for i in decoded.ids] == [receipt.stream_id]
     np.testing.assert_array_equal(decoded.images[0], image)
     assert decoded.labels.tolist() == [4]
@@ -127,7 +127,7 @@ def test_add_samples_publishes_through_the_service(
     images, labels = mnist_test[0][:3], mnist_test[1][:3]
     receipt = client.add_samples(list(zip(images, labels, strict=True)))
     assert receipt.count == 3 and len(receipt.stream_ids) == 3
-    decoded = decode_entries(redis_client.xrange("digitstream:samples"))
+    decoded = decode_entries(redis_client.xrange("{digitstream}:samples"))
     np.testing.assert_array_equal(decoded.images, images)
     np.testing.assert_array_equal(decoded.labels, labels)
 

@@ -23,7 +23,7 @@ JSON = {"content-type": "application/json"}
 BINARY = {"content-type": "application/octet-stream"}
 
 
-def stream_entries(client: redis.Redis, key: str = "digitstream:samples") -> list[tuple[bytes, dict[bytes, bytes]]]:
+def stream_entries(client: redis.Redis, key: str = "{digitstream}:samples") -> list[tuple[bytes, dict[bytes, bytes]]]:
     return client.xrange(key)  # type: ignore[return-value]
 
 
@@ -241,10 +241,10 @@ def test_feedback_given_to_another_replica_finds_the_prediction_in_redis(
     image = mnist_test[0][3]
     prediction_id = live.predict(image)["prediction_id"]
     deadline = time.monotonic() + 2
-    while redis_client.get(f"digitstream:prediction:{prediction_id}") is None:  # written in the background
+    while redis_client.get(f"{{digitstream}}:prediction:{prediction_id}") is None:  # written in the background
         assert time.monotonic() < deadline, "prediction input never written to Redis"
         time.sleep(0.01)
-    assert redis_client.pttl(f"digitstream:prediction:{prediction_id}") > 3_500_000  # prediction_ttl 3600 s
+    assert redis_client.pttl(f"{{digitstream}}:prediction:{prediction_id}") > 3_500_000  # prediction_ttl 3600 s
     receipt = other.post("/feedback", json={"prediction_id": prediction_id, "label": 0})
     assert receipt.status_code == 200
     np.testing.assert_array_equal(decode_entries(stream_entries(redis_client)).images[0], image)
@@ -263,7 +263,7 @@ def test_prediction_inputs_are_forgotten_after_prediction_ttl(
     expired = server.post("/feedback", json={"prediction_id": prediction_id, "label": 1})
     assert expired.status_code == 404
     assert "unknown or expired" in expired.json()["detail"]
-    assert redis_client.exists(f"digitstream:prediction:{prediction_id}") == 0
+    assert redis_client.exists(f"{{digitstream}}:prediction:{prediction_id}") == 0
 
 
 def test_samples_are_published_to_the_stream_in_order(
@@ -288,7 +288,7 @@ def test_a_bad_sample_rejects_the_whole_request_and_publishes_nothing(
     response = live.post("/samples", json={"samples": samples})
     assert response.status_code == 422
     assert response.json()["detail"] == "samples[1].label: must be an integer 0..9, got -1"
-    assert redis_client.xlen("digitstream:samples") == 0
+    assert redis_client.xlen("{digitstream}:samples") == 0
 
 
 # -- security -------------------------------------------------------------------------------------
@@ -353,7 +353,7 @@ def test_model_describes_the_served_snapshot_and_the_worker(
     assert body["deadletter_count"] == 0
     status = WorkerStatus(worker_id="w1", state="active", model="digitstream", samples_learned=3000, last_id="1-0",
                           updated_at=time.time(), version=1, lag=42, throughput=1e5)  # fmt: skip
-    redis_client.set("digitstream:worker:status", json.dumps(status.to_json()), px=5000)
+    redis_client.set("{digitstream}:worker:status", json.dumps(status.to_json()), px=5000)
     deadline = time.monotonic() + 3
     while (body := live.get("/model").json())["worker"] is None:
         assert time.monotonic() < deadline, "worker status never reported"

@@ -143,7 +143,7 @@ def test_feedback_on_an_uploaded_image_publishes_the_28x28_input(
     data = encode(as_photo(mnist_test[0][1]).convert("RGB"), "JPEG")
     body = live.post("/predict/image", files={"file": ("digit.jpg", data, "image/jpeg")}).json()
     assert live.post("/feedback", json={"prediction_id": body["prediction_id"], "label": 2}).status_code == 200
-    decoded = decode_entries(redis_client.xrange("digitstream:samples"))  # type: ignore[arg-type]
+    decoded = decode_entries(redis_client.xrange("{digitstream}:samples"))  # type: ignore[arg-type]
     np.testing.assert_array_equal(decoded.images[0], to_mnist(data))
     assert decoded.labels.tolist() == [2]
 

@@ -84,9 +84,9 @@ def test_predictions_survive_a_redis_outage_and_writes_recover_with_it(
     assert receipt.status_code == 200
     client = redis.Redis.from_url(own_redis.url)
     try:
-        wait_for(lambda: client.exists(f"digitstream:prediction:{unused['prediction_id']}"))
-        assert client.exists(f"digitstream:prediction:{during['prediction_id']}:used")  # taken: one label each
-        assert client.xlen("digitstream:samples") == 1
+        wait_for(lambda: client.exists(f"{{digitstream}}:prediction:{unused['prediction_id']}"))
+        assert client.exists(f"{{digitstream}}:prediction:{during['prediction_id']}:used")  # taken: one label each
+        assert client.xlen("{digitstream}:samples") == 1
         snapshot_writer(client, server_on.settings)(trained)  # and new snapshots are followed again
         server_on.wait_for_version(2)
     finally:

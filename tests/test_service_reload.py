@@ -43,9 +43,9 @@ def test_polling_finds_a_snapshot_whose_notification_was_lost(
     snapshot = snapshot_of(trained, model="digitstream", samples_learned=trained.n_samples, last_id="5-0")
     fields = encode_snapshot(snapshot)
     fields[b"version"] = b"7"
-    redis_client.hset("digitstream:snapshot:7", mapping=fields)  # type: ignore[arg-type]
-    redis_client.zadd("digitstream:snapshot:versions", {"7": 7})
-    redis_client.set("digitstream:snapshot:latest", 7)
+    redis_client.hset("{digitstream}:snapshot:7", mapping=fields)  # type: ignore[arg-type]
+    redis_client.zadd("{digitstream}:snapshot:versions", {"7": 7})
+    redis_client.set("{digitstream}:snapshot:latest", 7)
     server.wait_for_version(7, timeout=10.0)  # no notification: only the poll can find it
 
 
@@ -132,10 +132,10 @@ def test_a_pin_reaches_every_replica(
 def test_an_unreadable_snapshot_is_skipped_and_the_previous_one_kept(
     live: LiveServer, redis_client: redis.Redis, write: Callable[..., int], trained: DeltaRuleLearner
 ) -> None:
-    redis_client.hset("digitstream:snapshot:2", mapping={"meta": b"{not json", "version": b"2"})
-    redis_client.zadd("digitstream:snapshot:versions", {"2": 2})
-    redis_client.set("digitstream:snapshot:latest", 2)
-    redis_client.publish("digitstream:snapshot:events", '{"version":2}')
+    redis_client.hset("{digitstream}:snapshot:2", mapping={"meta": b"{not json", "version": b"2"})
+    redis_client.zadd("{digitstream}:snapshot:versions", {"2": 2})
+    redis_client.set("{digitstream}:snapshot:latest", 2)
+    redis_client.publish("{digitstream}:snapshot:events", '{"version":2}')
     time.sleep(1.0)
     assert live.get("/model").json()["version"] == 1
     assert live.predict(np.zeros(N_PIXELS, dtype=np.uint8))["model_version"] == 1

@@ -47,7 +47,7 @@ def run_worker(make_settings: Callable[..., Settings]) -> Iterator[Callable[...,
 def publish(client: redis.Redis, images: np.ndarray, labels: np.ndarray) -> list[bytes]:
     pipe = client.pipeline(transaction=False)
     for image, label in zip(images, labels, strict=True):
-        pipe.xadd("digitstream:samples", encode_sample(image, int(label)))  # type: ignore[arg-type]
+        pipe.xadd("{digitstream}:samples", encode_sample(image, int(label)))  # type: ignore[arg-type]
     return list(pipe.execute())
 
 

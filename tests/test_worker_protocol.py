@@ -27,7 +27,7 @@ def test_raw_and_json_pixels_are_learned_alike_in_stream_order(make_worker, redi
     worker = make_worker()
     stream = worker.keys.samples
     redis_client.xadd(stream, {"pixels": IMAGES[0].tobytes(), "label": "3"})
-    # what `redis-cli XADD digitstream:samples '*' label 1 pixels '[0,0,...]'` sends
+    # what `redis-cli XADD {digitstream}:samples '*' label 1 pixels '[0,0,...]'` sends
     redis_client.execute_command("XADD", stream, "*", "label", "1", "pixels", json.dumps(IMAGES[1].tolist()))
     redis_client.xadd(stream, {"pixels": json_pixels(IMAGES[2].tolist()).replace(b",", b", "), "label": "4"})
 

@@ -35,6 +35,7 @@ from typing import Any
 from digitstream.connections import RedisClient
 from digitstream.contracts import WorkerState, WorkerStatus
 from digitstream.learner import Learner, LearnerState, learner_from_state, new_learner
+from digitstream.migration import refuse_legacy
 from digitstream.protocol import DecodedBatch, decode_entries
 from digitstream.settings import Settings
 from digitstream.store import LeaseLost, latest_version
@@ -108,7 +109,7 @@ class Worker:
         return self._stopping
 
     def status(self) -> dict[str, Any]:
-        """The JSON written to ``<model>:worker:status`` (``digitstream.contracts.WorkerStatus``)."""
+        """The JSON written to ``{model}:worker:status`` (``digitstream.contracts.WorkerStatus``)."""
         return self._status().to_json()
 
     def _status(self) -> WorkerStatus:
@@ -284,6 +285,7 @@ class Worker:
         found = latest_readable(self.client, self.keys)
         params = self.settings.hyper_parameters()
         if found is None:
+            refuse_legacy(self.client, self.keys)  # snapshots in the layout before 0.3: migrate them first
             self._reset_state(new_learner(params))
             return
         snapshot, meta = found

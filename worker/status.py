@@ -1,6 +1,6 @@
 """What others see of a worker: the status key (its heartbeat), lag, throughput, faults and progress lines.
 
-* **Status.** ``<model>:worker:status`` holds a ``WorkerStatus`` (``digitstream.contracts``) as
+* **Status.** ``{model}:worker:status`` holds a ``WorkerStatus`` (``digitstream.contracts``) as
   strict JSON, written at every heartbeat (at least 3 times per lease period) and after every
   snapshot, with an expiry of twice the lease, so a dead worker's status disappears. A standby
   writes it only when no active worker reports.

@@ -39,7 +39,7 @@ def models() -> None:
 @models.command("create")
 @click.argument("name")
 @click.option("--rule", type=click.Choice(RULES), default="softmax", show_default=True, help="learning rule")
-@click.option("--stream", help="the stream it learns from (default: its own, NAME:samples); models may share one")
+@click.option("--stream", help="the stream it learns from (default: its own, {NAME}:samples); models may share one")
 @click.option("--learning-rate", type=float, help="(default: the rule's own)")
 @click.option("--schedule", type=click.Choice(SCHEDULES), help="learning-rate schedule")
 @click.option("--decay", type=float, help="schedule constant")
@@ -162,6 +162,35 @@ def delete_data(client: RedisClient, config: ModelConfig) -> int:
 
 def _text(value: bytes | str | None) -> str | None:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+@models.command("migrate")
+@click.option(
+    "--model", "model_name", metavar="NAME", help="the model [default: $DIGITSTREAM_MODEL_NAME or digitstream]"
+)
+@click.option("--stream", "stream_key", help="its stream, if it was not the default one")
+@click.option("--deadletter-stream", "deadletter_key", help="its dead-letter stream, if not the default one")
+@redis_url_opt
+def migrate(
+    model_name: str | None, stream_key: str | None, deadletter_key: str | None, redis_url_option: str | None
+) -> None:
+    """Move a model's keys from the layout before 0.3 (M:...) to the hash-tagged one ({M}:...)."""
+    from digitstream.connections import is_cluster
+    from digitstream.migration import MigrationError
+    from digitstream.migration import migrate as move
+
+    settings = settings_for(
+        redis_url=redis_url_option, model_name=model_name, stream_key=stream_key, deadletter_key=deadletter_key
+    )
+    client = connect_redis(settings)
+    try:
+        moved = move(client, settings.keys, cluster=is_cluster(client))
+    except MigrationError as exc:
+        raise RuntimeFailure(str(exc)) from None
+    Registry(client).ensure(ModelConfig.of_settings(settings, created_at=time.time()))
+    for source, target in moved.keys:
+        click.echo(f"{source} -> {target}")
+    click.echo(f"model {settings.model_name!r}: {len(moved.keys)} keys moved to the {settings.keys.tag} layout")
 
 
 def _add_compare() -> None:
