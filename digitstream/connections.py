@@ -137,6 +137,23 @@ def is_cluster(client: RedisClient | AsyncRedisClient) -> bool:
     return isinstance(client, RedisCluster | AsyncRedisCluster)
 
 
+def wait_for_replicas(client: RedisClient, key: str, replicas: int, timeout: float) -> int:
+    """``WAIT replicas timeout`` after a write of ``key``: how many replicas acknowledged it.
+
+    Sent to the master of ``key`` on a cluster (``WAIT`` elsewhere answers for writes that were not
+    made there: docs/cluster.md). Call it from the thread that wrote, right after the write: the
+    clients' pools hand a sequential caller the connection it used last, which is the one ``WAIT``
+    measures.
+    """
+    timeout_ms = max(1, int(timeout * 1000))
+    if isinstance(client, RedisCluster):
+        node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
+        answer = client.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)  # type: ignore[no-untyped-call]
+    else:
+        answer = client.execute_command("WAIT", replicas, timeout_ms)  # type: ignore[no-untyped-call]
+    return int(answer)
+
+
 # -- internals ----------------------------------------------------------------------------------
 def _cluster(url: str, options: dict[str, Any]) -> RedisCluster:
     found = parse_cluster_url(url)
@@ -217,5 +234,6 @@ __all__ = [
     "client_client",
     "is_cluster",
     "service_client",
+    "wait_for_replicas",
     "worker_client",
 ]
