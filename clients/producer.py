@@ -13,6 +13,10 @@ also records, in ``Keys.producer(id)`` (in the stream's cluster slot), the highe
   producer resends the entries after it from the ones it keeps, in order, before anything new. It
   keeps what Redis acknowledged in the last ``resend_window`` seconds (at most ``resend_max``
   entries); Redis losing older entries is reported in ``lost``, never silent.
+* **Durable mode** (``replicas`` > 0): a batch counts as appended only once ``WAIT`` says that many
+  replicas hold it. A shorter answer, or a master lost meanwhile, sends the batch again through the
+  fence (so a failover that lost it appends it again, and one that kept it appends nothing), until
+  the replicas have it or ``retry_for`` runs out: a promoted replica never lacks an acknowledged entry.
 * **Outages** are ridden out with capped exponential backoff for up to ``retry_for`` seconds once
   Redis has answered once (a Redis that never answered fails at once: a wrong URL is not an outage).
 
@@ -37,7 +41,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from digitstream.connections import OUTAGE_ERRORS, RedisClient
+from digitstream.connections import OUTAGE_ERRORS, RedisClient, wait_for_replicas
 from digitstream.protocol import FIELD_LABEL, FIELD_PIXELS, FIELD_PRODUCER, FIELD_SEQ, N_PIXELS, Keys, encode_origin
 
 log = logging.getLogger("digitstream.publisher")
@@ -119,6 +123,8 @@ class Producer:
     resend_window: float = 5.0
     resend_max: int = 100_000
     ttl: float = 86400.0
+    replicas: int = 0  # durable mode: replicas that must acknowledge each batch (WAIT); 0 = off
+    wait_timeout: float = 1.0  # seconds per WAIT
     resent: int = 0  # entries appended again after Redis lost them
     lost: int = 0  # acknowledged entries Redis lost that were no longer kept for resending
     outages: int = 0
@@ -152,7 +158,10 @@ class Producer:
             self._next = 0 if self._held is None else self._held + 1
         batch = _Batch(self._next, np.ascontiguousarray(images, dtype=np.uint8).tobytes(), labels)
         self._next = batch.end
+        before = self._held
         ids = self._deliver(batch)
+        if self.replicas:
+            ids = self._until_replicated(batch, before, ids)
         batch.acked_at = time.monotonic()
         self._keep(batch)
         return ids
@@ -248,6 +257,34 @@ class Producer:
         horizon = time.monotonic() - self.resend_window
         while len(self._kept) > 1 and (self._kept[0].acked_at < horizon or self._kept_entries > self.resend_max):
             self._kept_entries -= len(self._kept.popleft().labels)
+
+    def _until_replicated(self, batch: _Batch, before: int | None, ids: list[bytes]) -> list[bytes]:
+        """Durable mode: return once ``replicas`` replicas hold ``batch``; raise after ``retry_for`` seconds."""
+        started: float | None = None
+        attempt = 0
+        while True:
+            try:
+                acked = wait_for_replicas(self.client, self.keys.samples, self.replicas, self.wait_timeout)
+                problem = f"{acked} of {self.replicas} replicas acknowledged it"
+            except RETRYABLE as exc:
+                acked, problem = -1, str(exc)
+            if acked >= self.replicas:
+                if started is not None:
+                    log.warning("batch replicated after %.1fs", time.monotonic() - started)
+                return ids
+            now = time.monotonic()
+            if started is None:
+                started = now
+                log.warning(
+                    "batch not replicated yet (%s); verifying and waiting for up to %gs", problem, self.retry_for
+                )
+            elif now - started >= self.retry_for:
+                raise redis.TimeoutError(f"batch not replicated after {self.retry_for:g}s: {problem}")
+            if acked < 0:  # the connection broke: back off before asking again
+                attempt += 1
+                time.sleep(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(attempt, 16)))
+            self._held = before  # verify through the fence: landed (ids read back) or lost (appended again)
+            ids = self._deliver(batch)
 
     # -- outages ----------------------------------------------------------------------------------
     def _wait(self, exc: Exception) -> None:

@@ -133,6 +133,10 @@ class Publisher:
         Seconds an acknowledged batch is kept (at most ``resend_max`` entries, ~800 bytes each), to
         be sent again if Redis loses it (an append-only file that had not reached the disk);
         entries Redis loses beyond it are counted in ``producer.lost``.
+    replicas, wait_timeout
+        Durable mode (``Settings.durable_replicas``): a batch counts as sent only once ``replicas``
+        replicas acknowledge it (``WAIT``, ``wait_timeout`` seconds each, retried through the fence
+        until ``retry_for``); then a failover loses no acknowledged sample.
 
     Examples
     --------
@@ -152,6 +156,8 @@ class Publisher:
         retry_for: float = 300.0,
         resend_window: float = 5.0,
         resend_max: int = 100_000,
+        replicas: int = 0,
+        wait_timeout: float = 1.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -169,6 +175,8 @@ class Publisher:
             retry_for=retry_for,
             resend_window=resend_window,
             resend_max=resend_max,
+            replicas=replicas,
+            wait_timeout=wait_timeout,
         )
         self.sent = 0
         self.rejected = 0

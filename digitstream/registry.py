@@ -20,7 +20,7 @@ Examples
 >>> ModelConfig.from_json(config.to_json()) == config
 True
 >>> config.keys.samples
-'champion:samples'
+'{champion}:samples'
 """
 
 from __future__ import annotations

@@ -84,6 +84,13 @@ class Settings(BaseSettings):
         86400.0, gt=0, description="seconds of stream time after a producer's last entry before its mark expires"
     )
 
+    durable_replicas: int = Field(
+        0, ge=0, le=16,
+        description="durable mode: replicas that must hold each published batch and snapshot (WAIT) before it "
+        "counts as written; 0 = Redis's asynchronous replication (docs/cluster.md: what a failover may lose)",
+    )  # fmt: skip
+    durable_timeout: float = Field(1.0, gt=0, le=60, description="seconds one WAIT of the durable mode waits")
+
     log_format: LogFormat = Field("text", description="text, or json: one JSON object per line (worker, service)")
 
     # -- clients --------------------------------------------------------------------------

@@ -188,6 +188,7 @@ class LocalCluster:
         self.server_binary, self.cli_binary = binaries or find_binaries()
         self.nodes: list[Node] = []
         self._created_slots: dict[int, list[int]] = {}  # master port -> first slot of each range, at creation
+        self._killed_slots: dict[int, list[int]] = {}  # the same for a killed node, when it was killed
 
     # -- addresses ------------------------------------------------------------------------------
     @property
@@ -251,6 +252,7 @@ class LocalCluster:
 
     def kill(self, node: Node) -> None:
         """SIGKILL ``node`` (its files stay: :meth:`restart` brings it back as it was on disk)."""
+        self._killed_slots[node.port] = self._served_by(node)  # for wait_promoted, whatever it served now
         node.server.kill()
 
     def restart(self, node: Node, timeout: float = 30.0) -> None:
@@ -308,7 +310,8 @@ class LocalCluster:
 
     def _was_replica_of(self, node: Node, dead: Node) -> bool:
         """Whether ``node`` serves slots that ``dead`` served when the cluster was created."""
-        return bool(set(self._served_by(node)) & set(self._created_slots.get(dead.port, [])))
+        served = self._killed_slots.get(dead.port) or self._created_slots.get(dead.port, [])
+        return bool(set(self._served_by(node)) & set(served))
 
     # -- internals ------------------------------------------------------------------------------
     def _live_node(self) -> Node:

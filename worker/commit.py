@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from digitstream.connections import RedisClient
+from digitstream.connections import RedisClient, wait_for_replicas
 from digitstream.contracts import LearnerDescriptor, MetricsReport, SnapshotMeta, WorkerSettings
 from digitstream.learner import LearnerState
 from digitstream.protocol import FIELD_REASON, Keys, deadletter_fields
@@ -163,6 +163,7 @@ class Commits:
                     deadletters=self.deadletters, trim_minid=minid, trim_maxlen=maxlen,
                 )  # fmt: skip
                 self.retry.recovered()
+                self._replicate(version)
                 return version
             except redis.AuthenticationError:
                 raise
@@ -173,6 +174,20 @@ class Commits:
                 log.info("snapshot %d had landed before the connection broke", landed)
                 return landed
             keep_lease()  # it did not land: write it again if the lease is still ours
+
+    def _replicate(self, version: int) -> None:
+        """Durable mode: WAIT until ``durable_replicas`` replicas hold the snapshot (a warning if they do not)."""
+        wanted = self.settings.durable_replicas
+        if not wanted:
+            return
+        try:
+            acked = wait_for_replicas(self.client, self.keys.snapshot_latest, wanted, self.settings.durable_timeout)
+        except CONNECTION_ERRORS as exc:  # the next write meets the outage; the state is still in memory
+            log.warning("snapshot %d: could not wait for its replication (%s)", version, exc)
+            return
+        if acked < wanted:
+            log.warning("snapshot %d: %d of %d replicas acknowledged it within %gs", version, acked, wanted,
+                        self.settings.durable_timeout)  # fmt: skip
 
     def _landed(self, meta: SnapshotMeta) -> int | None:
         """The version of our snapshot ``meta`` if it is the latest one in Redis, else None."""

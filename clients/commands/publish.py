@@ -185,7 +185,8 @@ def publish(
 
     try:
         publisher = Publisher(client, keys, batch_size=batch_size, rate=rate, progress=on_progress,
-                              producer_id=producer_id, retry_for=retry_for)  # fmt: skip
+                              producer_id=producer_id, retry_for=retry_for, replicas=settings.durable_replicas,
+                              wait_timeout=settings.durable_timeout)  # fmt: skip
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--producer-id") from None
     started = time.perf_counter()
