@@ -174,7 +174,7 @@ def test_the_demo_uses_the_redis_given_with_redis_url_and_stops_on_sigterm(
 ) -> None:
     demo: Demo = start_demo("--data", str(mnist_dir), "--redis-url", redis_url, "--model", "demo-test")  # type: ignore[operator]
     demo.wait_for("a model", demo.samples_learned, STARTUP)
-    assert redis_client.get("demo-test:snapshot:latest") is not None
+    assert redis_client.get("{demo-test}:snapshot:latest") is not None
     out, err = demo.interrupt(signal.SIGTERM)
     assert demo.process.returncode == 0, err
     assert f"Redis       {redis_url} (yours)" in out

@@ -159,7 +159,7 @@ def test_the_api_user_cannot_delete_or_overwrite_a_snapshot_nor_read_or_trim_the
         "FLUSHALL": lambda: api.flushall(),
         "CONFIG SET": lambda: api.config_set("maxmemory-policy", "allkeys-lru"),
         "ACL SETUSER": lambda: api.acl_setuser("api", enabled=True, commands=["+@all"]),
-        "another model's snapshot": lambda: api.get("other:snapshot:latest"),
+        "another model's snapshot": lambda: api.get("{other}:snapshot:latest"),
     }
     allowed = [name for name, call in forbidden.items() if not refused(call)]
     assert allowed == [], f"the API user may: {allowed}"
@@ -179,7 +179,7 @@ def test_the_worker_user_cannot_touch_the_pin_predictions_or_the_server(clean: A
     worker = clean.client("worker")
     for call in (lambda: worker.set(KEYS.pinned, 1), lambda: worker.get(KEYS.prediction("0" * 32)),
                  lambda: worker.flushall(), lambda: worker.config_set("appendonly", "no"),
-                 lambda: worker.get("other:snapshot:latest"), lambda: worker.acl_list()):  # fmt: skip
+                 lambda: worker.get("{other}:snapshot:latest"), lambda: worker.acl_list()):  # fmt: skip
         assert refused(call)
     worker.close()
 
