@@ -432,7 +432,9 @@
       metrics.rolling_accuracy);
     const drift = Array.isArray(metrics.drift_events) ? metrics.drift_events : [];
     const lastDrift = drift.length ? drift[drift.length - 1] : null;
-    setStat("stat-drift", drift.length + (lastDrift ? " (last at " + fmtInt(lastDrift.samples) + ")" : ""), drift.length);
+    const drifts = Number.isFinite(metrics.drift_events_total) ? Math.max(metrics.drift_events_total, drift.length)
+      : drift.length;
+    setStat("stat-drift", drifts + (lastDrift ? " (last at " + fmtInt(lastDrift.samples) + ")" : ""), drifts);
     const dead = worker && Number.isFinite(worker.deadletter_count) ? worker.deadletter_count
       : Number.isFinite(model.deadletter_count) ? model.deadletter_count : null;
     setStat("stat-deadletters", dead === null ? "–" : fmtInt(dead), dead);
