@@ -27,7 +27,7 @@ from .deps import API_KEY_HEADER
 from .errors import install_error_handlers
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
 from .idempotency import REPLAYED_HEADER
-from .live_events import EventHub, install_exit_hook
+from .live_events import EventHubs, install_exit_hook
 from .metrics import RequestMetricsMiddleware, ServiceMetrics
 from .model_holder import ModelHolder
 from .model_holders import ModelHolders
@@ -70,7 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.access = Access(settings)
     app.state.body_budget = BodyBudget(settings.max_inflight_body_bytes)
     app.state.decoders = DecodeSlots(settings.image_decoders)
-    app.state.events = EventHub(settings.sse_max_clients)
+    app.state.events = EventHubs(settings.sse_max_clients)
     install_exit_hook()  # event streams end when uvicorn is told to stop
     install_error_handlers(app)
     # Matched in order (each route tried costs a request ~2 us): the hot path, then the trivial ones.
@@ -125,7 +125,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.predictions = predictions
     app.state.batcher = MicroBatcher()
     app.state.metrics.bind(holder, predictions, app.state.events)
-    holder.listeners.append(app.state.events.observe)
+    app.state.events.of(holder)  # the default model's events are followed from the start
     try:
         async with holder.running(), predictions.running():
             log.info("serving model %r (version %s)", settings.model_name, holder.current and holder.current.version)

@@ -27,14 +27,14 @@ from prometheus_client.registry import Collector
 from digitstream.observability import DEADLETTER_CLASSES, FAULT_KINDS, HEALTH_STATES
 
 if TYPE_CHECKING:
-    from .live_events import EventHub
+    from .live_events import EventHubs
     from .model_holder import ModelHolder
 
 NAN = float("nan")  # Prometheus's "no value"
 
 
 class LearnerCollector(Collector):
-    def __init__(self, holder: ModelHolder, model: str, events: EventHub | None = None) -> None:
+    def __init__(self, holder: ModelHolder, model: str, events: EventHubs | None = None) -> None:
         self.holder = holder
         self.model = model
         self.events = events
@@ -89,8 +89,8 @@ class LearnerCollector(Collector):
         swaps.add_metric([], float(holder.swaps))
         yield swaps
         if self.events is not None:
-            yield GaugeMetricFamily("digitstream_event_streams", "Open GET /model/events streams",
-                                    value=float(self.events.clients))  # fmt: skip
+            doc = "Open event streams (GET /model/events, /models/{name}/events)"
+            yield GaugeMetricFamily("digitstream_event_streams", doc, value=float(self.events.clients))
 
     def _labelled(
         self, name: str, doc: str, label: str, values: tuple[str, ...], counts: Mapping[str, int]

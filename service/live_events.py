@@ -14,7 +14,8 @@ and pin/unpin publish a wake-up there too) and at least every ``poll_interval``.
 Each event has an ``id`` (a counter of this process); a client that reconnects with
 ``Last-Event-ID`` gets the events it missed if they are still among the newest ``REPLAY``.
 A slow client's queue is bounded: when it overflows, the client is disconnected (its browser
-reconnects and resumes). At most ``settings.sse_max_clients`` clients per process (503 beyond).
+reconnects and resumes). At most ``settings.sse_max_clients`` clients per process, over all models
+(503 beyond). Each served model has its own hub (``EventHubs.of``), created on its first stream.
 On shutdown every stream ends, so uvicorn can stop (``close``; see ``install_exit_hook``).
 """
 
@@ -55,19 +56,45 @@ class TooManyClients(RuntimeError):
     """``sse_max_clients`` streams are open in this process."""
 
 
-class EventHub:
-    """The events of one app: derived from the holder at each sync, kept for replay, fanned out to queues."""
+class EventHubs:
+    """The hubs of one app, one per served model (created on a model's first stream), sharing one client cap."""
 
     def __init__(self, max_clients: int, heartbeat: float = HEARTBEAT) -> None:
         self.max_clients = max_clients
         self.heartbeat = heartbeat
+        self._hubs: weakref.WeakKeyDictionary[ModelHolder, EventHub] = weakref.WeakKeyDictionary()
+        _apps.add(self)
+
+    def of(self, holder: ModelHolder) -> EventHub:
+        """The hub of ``holder``'s model: it listens to the holder's syncs from now on."""
+        hub = self._hubs.get(holder)
+        if hub is None:
+            self._hubs[holder] = hub = EventHub(self)
+            hub.observe(holder)  # the baseline: what changes after this is news
+            holder.listeners.append(hub.observe)
+        return hub
+
+    @property
+    def clients(self) -> int:
+        return sum(hub.clients for hub in list(self._hubs.values()))
+
+    def close(self) -> None:
+        """End every stream (the server is stopping); safe from a signal handler or another thread."""
+        for hub in list(self._hubs.values()):
+            hub.close()
+
+
+class EventHub:
+    """The events of one model: derived from its holder at each sync, kept for replay, fanned out to queues."""
+
+    def __init__(self, owner: EventHubs) -> None:
+        self.owner = owner
         self._next_id = 1
         self._recent: deque[Event] = deque(maxlen=REPLAY)
         self._clients: set[asyncio.Queue[Event | None]] = set()
         self._seen: dict[str, Any] | None = None
         self.closing = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        _hubs.add(self)
 
     @property
     def clients(self) -> int:
@@ -119,8 +146,8 @@ class EventHub:
 
         ``stream(queue, ...)`` unsubscribes it when it ends.
         """
-        if len(self._clients) >= self.max_clients:
-            raise TooManyClients(f"{self.max_clients} event streams are open on this replica")
+        if self.owner.clients >= self.owner.max_clients:
+            raise TooManyClients(f"{self.owner.max_clients} event streams are open on this replica")
         queue: asyncio.Queue[Event | None] = asyncio.Queue(QUEUE)
         for event in self._replay(last_event_id):
             queue.put_nowait(event)
@@ -144,7 +171,7 @@ class EventHub:
         try:
             while not self.closing.is_set():
                 getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({getter, closing}, timeout=self.heartbeat,
+                done, _ = await asyncio.wait({getter, closing}, timeout=self.owner.heartbeat,
                                              return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
                 if getter not in done:
                     getter.cancel()
@@ -196,7 +223,7 @@ def hello_event(holder: ModelHolder) -> bytes:
     return b"event: hello\ndata: %s\n\n" % orjson.dumps(_snapshot(holder))
 
 
-_hubs: weakref.WeakSet[EventHub] = weakref.WeakSet()
+_apps: weakref.WeakSet[EventHubs] = weakref.WeakSet()
 _hooked = False
 
 
@@ -217,12 +244,12 @@ def install_exit_hook() -> None:
     original = uvicorn.Server.handle_exit
 
     def handle_exit(self: Any, sig: int, frame: Any) -> None:
-        for hub in list(_hubs):
-            hub.close()
+        for hubs in list(_apps):
+            hubs.close()
         original(self, sig, frame)
 
     uvicorn.Server.handle_exit = handle_exit  # type: ignore[method-assign]
     _hooked = True
 
 
-__all__ = ["EVENT_KINDS", "Event", "EventHub", "TooManyClients", "hello_event", "install_exit_hook"]
+__all__ = ["EVENT_KINDS", "Event", "EventHub", "EventHubs", "TooManyClients", "hello_event", "install_exit_hook"]

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .learner_metrics import LearnerCollector
 
 if TYPE_CHECKING:
-    from .live_events import EventHub
+    from .live_events import EventHubs
     from .model_holder import ModelHolder
     from .predictions import PredictionStore
 
@@ -55,7 +55,7 @@ class ServiceMetrics:
         self._learner: LearnerCollector | None = None
         self._children: dict[tuple[str, str, int], tuple[Callable[[], None], Callable[[float], None]]] = {}
 
-    def bind(self, holder: ModelHolder, predictions: PredictionStore, events: EventHub | None = None) -> None:
+    def bind(self, holder: ModelHolder, predictions: PredictionStore, events: EventHubs | None = None) -> None:
         def model_value(read: Callable[[], float | None]) -> Callable[[], float]:
             def value() -> float:
                 got = read() if holder.current is not None else None

@@ -13,9 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
-from digitstream.learner import DeltaRuleLearner
-from tests.service_support import LiveServer, live, make_app, trained, write  # noqa: F401
+from digitstream.learner import DeltaRuleLearner, HyperParameters
+from digitstream.registry import ModelConfig, Registry
+from digitstream.settings import Settings
+from tests.service_support import LiveServer, live, make_app, snapshot_writer, trained, write  # noqa: F401
 
 
 class SSEClient:
@@ -123,12 +126,22 @@ def test_snapshots_pins_drift_and_faults_arrive_as_server_sent_events(
     assert replayed == ["pin", "pin", "snapshot", "drift", "fault"]
 
 
-def test_the_named_route_serves_the_model_by_name_and_knows_no_other(
-    live: LiveServer, sse: Callable[..., SSEClient]
-) -> None:
-    assert live.get("/models/someone-else/events").status_code == 404
-    stream = sse(f"{live.url}/models/digitstream/events")
-    assert stream.next("hello")["data"]["served"] == 1
+def test_each_registered_model_has_its_own_event_stream(
+    live: LiveServer, redis_client: redis.Redis, make_settings: Callable[..., Settings], trained: DeltaRuleLearner,
+    sse: Callable[..., SSEClient],
+) -> None:  # fmt: skip
+    assert live.get("/models/nobody/events").status_code == 404
+    assert sse(f"{live.url}/models/digitstream/events").next("hello")["data"]["served"] == 1  # the default model
+    config = ModelConfig.new("small", HyperParameters.for_rule("softmax"), created_at=time.time())
+    assert Registry(redis_client).create(config)
+    small = sse(f"{live.url}/models/small/events")
+    assert small.next("hello")["data"]["latest"] is None  # registered, nothing learned yet
+    default = sse(f"{live.url}/model/events")
+    default.next("hello")
+    snapshot_writer(redis_client, make_settings(model_name="small"))(trained)
+    assert small.next("snapshot")["data"]["latest"] == 1
+    with pytest.raises(AssertionError, match="no 'snapshot' event"):
+        default.next("snapshot", timeout=1.0)  # another model's snapshot is not news here
 
 
 def test_idle_streams_get_heartbeats_and_clients_beyond_the_cap_get_503(

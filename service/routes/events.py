@@ -1,5 +1,9 @@
 """GET /model/events and /models/{name}/events: live snapshot, pin, drift, fault and health events (SSE).
 
+``/model/events`` follows the default model; ``/models/{name}/events`` any registered one (loaded into
+the served-models LRU like its other routes; an evicted model's open streams only get heartbeats
+until they reconnect).
+
 ``text/event-stream``: each event has ``id:``, ``event:`` (snapshot, pin, drift, fault, health)
 and one ``data:`` line of JSON; the stream opens with ``event: hello`` (the state now) and sends a
 comment line every 15 s when idle. Reconnecting with ``Last-Event-ID`` replays what was missed
@@ -15,7 +19,9 @@ from fastapi.responses import Response, StreamingResponse
 from digitstream.settings import Settings
 
 from ..errors import RETRY_AFTER_SECONDS, error
-from ..live_events import EventHub, TooManyClients, hello_event
+from ..live_events import TooManyClients, hello_event
+from ..model_holder import ModelHolder
+from .models import ModelName, holder_of
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering (nginx)
 
@@ -23,25 +29,23 @@ HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy b
 def router(settings: Settings) -> APIRouter:
     api = APIRouter(tags=["model"])
 
-    async def events(request: Request) -> Response:
-        hub: EventHub = request.app.state.events
+    async def events(request: Request, holder: ModelHolder) -> Response:
+        hub = request.app.state.events.of(holder)
         try:
             queue = hub.subscribe(request.headers.get("last-event-id"))
         except TooManyClients as exc:
             return error(503, f"{exc}; try again later", {"Retry-After": str(RETRY_AFTER_SECONDS * 5)})
-        body = hub.stream(queue, hello_event(request.app.state.holder))
+        body = hub.stream(queue, hello_event(holder))
         return StreamingResponse(body, media_type="text/event-stream", headers=HEADERS)
 
     @api.get("/model/events", include_in_schema=False)
     async def model_events(request: Request) -> Response:
-        """The served model's live events (Server-Sent Events)."""
-        return await events(request)
+        """The default model's live events (Server-Sent Events)."""
+        return await events(request, request.app.state.holder)
 
     @api.get("/models/{name}/events", include_in_schema=False)
-    async def named_events(name: str, request: Request) -> Response:
-        """The live events of model ``name`` (this service serves one: ``settings.model_name``)."""
-        if name != settings.model_name:
-            return error(404, f"name: unknown model {name!r} (this service serves {settings.model_name!r})")
-        return await events(request)
+    async def named_events(name: ModelName, request: Request) -> Response:
+        """The live events of registered model ``name`` (404 if it is not registered)."""
+        return await events(request, await holder_of(request, name))
 
     return api
