@@ -124,7 +124,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.holders = holders
     app.state.predictions = predictions
     app.state.batcher = MicroBatcher()
-    app.state.metrics.bind(holder, predictions, app.state.events)
+    app.state.metrics.bind(holder, predictions, app.state.events, holders.items)
     app.state.events.of(holder)  # the default model's events are followed from the start
     try:
         async with holder.running(), predictions.running():

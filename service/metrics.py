@@ -55,7 +55,10 @@ class ServiceMetrics:
         self._learner: LearnerCollector | None = None
         self._children: dict[tuple[str, str, int], tuple[Callable[[], None], Callable[[float], None]]] = {}
 
-    def bind(self, holder: ModelHolder, predictions: PredictionStore, events: EventHubs | None = None) -> None:
+    def bind(
+        self, holder: ModelHolder, predictions: PredictionStore, events: EventHubs | None = None,
+        models: Callable[[], list[tuple[str, ModelHolder]]] | None = None,
+    ) -> None:  # fmt: skip
         def model_value(read: Callable[[], float | None]) -> Callable[[], float]:
             def value() -> float:
                 got = read() if holder.current is not None else None
@@ -73,7 +76,7 @@ class ServiceMetrics:
         self.pending.set_function(lambda: float(predictions.pending_count))
         if self._learner is not None:
             self.registry.unregister(self._learner)
-        self._learner = LearnerCollector(holder, self.model, events)
+        self._learner = LearnerCollector(holder, models or (lambda: [(self.model, holder)]), events)
         self.registry.register(self._learner)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:

@@ -19,10 +19,12 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from digitstream.learner import HyperParameters
 from digitstream.observability import DEADLETTER_CLASSES, FAULT_KINDS, HEALTH_STATES
 from digitstream.protocol import encode_sample
+from digitstream.registry import ModelConfig, Registry
 from digitstream.settings import Settings
-from tests.service_support import LiveServer, make_app  # noqa: F401
+from tests.service_support import LiveServer, make_app, snapshot_writer, train  # noqa: F401
 from tests.worker_support import WorkerProcess, publish, publish_raw, wait_for
 
 
@@ -103,6 +105,27 @@ def test_metrics_report_accuracy_throughput_backlog_health_dead_letters_and_drif
     for name in ("deadletters_total{", "drift_events_total{", "worker_faults_total{", "model_swaps_total "):
         assert f"digitstream_{name}" in text
     assert model["worker"]["deadletter_reasons"] == {"label": 1, "pixels": 1, "fields": 1}
+
+
+def test_every_served_model_has_its_own_series(
+    make_app: Callable[..., LiveServer], redis_client: redis.Redis, make_settings: Callable[..., Settings],
+    mnist_train: tuple[np.ndarray, np.ndarray],
+) -> None:  # fmt: skip
+    images, labels = mnist_train
+    config = ModelConfig.new("small", HyperParameters.for_rule("softmax"), created_at=time.time())
+    assert Registry(redis_client).create(config)
+    learner = train(images, labels, 300)
+    snapshot_writer(redis_client, make_settings(model_name="small"))(learner, metrics={"rolling_accuracy": 0.5})
+    publish(redis_client, config.keys.samples, images[300:340], labels[300:340])  # 40 entries nobody learns
+    live = make_app(poll_interval=0.2)
+    assert live.get("/models/small").status_code == 200  # held from now on
+    wait_for(lambda: live.get("/models/small").json()["learning"]["backlog"] == 40, timeout=5, what="backlog 40")
+    families = scrape(live)
+    rolling = families["digitstream_rolling_accuracy_ratio"][1]
+    assert rolling[(("model", "small"),)] == 0.5
+    assert np.isnan(rolling[(("model", "digitstream"),)]), "the default model has no snapshot: no value"
+    assert families["digitstream_backlog_entries"][1][(("model", "small"),)] == 40
+    assert families["digitstream_worker_health"][1][(("model", "small"), ("state", "stalled"))] == 1
 
 
 def test_a_killed_worker_shows_as_not_learning_with_the_true_backlog_within_10_seconds(
