@@ -41,7 +41,7 @@ STALE_AFTER = 5.0  # seconds without a heartbeat (at least 1/s) before a lease h
 MIN_INTERVAL = 0.25  # seconds between two measures
 
 # KEYS: stream; ARGV: entries consumed, exclusive start "(ms-seq", cap. Returns {backlog, at_least(0/1)}.
-_BACKLOG = """
+BACKLOG_SCRIPT = """
 local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
 if not ok then return {0, 0} end
 for i = 1, #info, 2 do
@@ -85,7 +85,7 @@ class LearningWatch:
     def __init__(self, client: AsyncRedisClient, keys: Keys) -> None:
         self._client = client
         self._keys = keys
-        self._script = client.register_script(_BACKLOG)
+        self._script = client.register_script(BACKLOG_SCRIPT)
         self._heartbeat: tuple[float, float] | None = None  # (status updated_at, service monotonic when it changed)
         self._positions: dict[int, tuple[int, str]] = {}  # latest version -> (entries_consumed, last_id)
         self._measured_at = -1e9
@@ -166,4 +166,4 @@ def _health(
     return "ok", None
 
 
-__all__ = ["BACKLOG_CAP", "STALE_AFTER", "UNKNOWN", "Learning", "LearningWatch"]
+__all__ = ["BACKLOG_CAP", "BACKLOG_SCRIPT", "STALE_AFTER", "UNKNOWN", "Learning", "LearningWatch"]

@@ -1,8 +1,9 @@
 """Live events for ``GET /model/events``: what changed, as the snapshot follower saw it, fanned out to SSE clients.
 
 Every replica derives the events from what its follower reads in Redis, so every replica tells
-the same story: the follower wakes on the snapshot channel (the snapshot script publishes there,
-and pin/unpin publish a wake-up there too) and at least every ``poll_interval``. After each sync,
+the same story: the follower wakes on the snapshot channel (the snapshot script publishes there)
+and at least every ``poll_interval``; a pin or unpin shows at once on the replica that made it, on
+the others at their next poll. After each sync,
 ``EventHub.observe`` compares with the previous sync and emits:
 
 * ``snapshot``: a new latest version (its samples, accuracies, backlog);

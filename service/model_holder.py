@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from digitstream.connections import AsyncRedisClient
@@ -264,25 +263,14 @@ class ModelHolder:
             if not await self._switch(version, pinned=True):
                 raise VersionNotFound(version)
             await self._client.set(self._pin_key, version)
-        await self._announce_pin(version)
         await self.sync()
         return self.require()
 
     async def unpin(self) -> ServedModel:
         """Follow the latest snapshot again."""
         await self._client.delete(self._pin_key)
-        await self._announce_pin(None)
         await self.sync()
         return self.require()
-
-    async def _announce_pin(self, version: int | None) -> None:
-        """Wake every replica's follower (and so its event stream) now rather than at its next poll."""
-        message = orjson.dumps({"pin": version})
-        with contextlib.suppress(RedisError, RedisClusterException, AttributeError):
-            if isinstance(self._client, AsyncRedisCluster):
-                await self._client.spublish(self._keys.snapshot_events, message)
-            else:
-                await self._client.publish(self._keys.snapshot_events, message)
 
     async def versions(self) -> list[dict[str, Any]]:
         """Kept versions, oldest first, with a few metadata fields each."""

@@ -115,7 +115,9 @@ def test_every_served_model_has_its_own_series(
     config = ModelConfig.new("small", HyperParameters.for_rule("softmax"), created_at=time.time())
     assert Registry(redis_client).create(config)
     learner = train(images, labels, 300)
-    snapshot_writer(redis_client, make_settings(model_name="small"))(learner, metrics={"rolling_accuracy": 0.5})
+    snapshot_writer(redis_client, make_settings(model_name="small"))(  # learned elsewhere: nothing of its stream
+        learner, metrics={"rolling_accuracy": 0.5}, entries_consumed=0, last_id="0-0"
+    )
     publish(redis_client, config.keys.samples, images[300:340], labels[300:340])  # 40 entries nobody learns
     live = make_app(poll_interval=0.2)
     assert live.get("/models/small").status_code == 200  # held from now on
