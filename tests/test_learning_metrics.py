@@ -25,6 +25,7 @@ from digitstream.protocol import encode_sample
 from digitstream.registry import ModelConfig, Registry
 from digitstream.settings import Settings
 from tests.service_support import LiveServer, make_app, snapshot_writer, train  # noqa: F401
+from tests.test_live_events import SSEClient
 from tests.worker_support import WorkerProcess, publish, publish_raw, wait_for
 
 
@@ -142,6 +143,8 @@ def test_a_killed_worker_shows_as_not_learning_with_the_true_backlog_within_10_s
     wait_for(lambda: (r := live.get("/model")).status_code == 200 and r.json()["samples_learned"] == 1000
              and r.json()["learning"]["health"] == "ok",
              timeout=60, what=f"1,000 samples learned\n{worker.log()}")  # fmt: skip
+    events = SSEClient(f"{live.url}/model/events")
+    assert events.next("hello")["data"]["health"] == "ok"
     worker.kill()  # SIGKILL: no last snapshot, its status and lease linger until they expire
     killed = time.monotonic()
 
@@ -172,6 +175,8 @@ def test_a_killed_worker_shows_as_not_learning_with_the_true_backlog_within_10_s
     assert one(families, "digitstream_worker_health", "gauge", state="no-worker") == 1
     assert one(families, "digitstream_worker_health", "gauge", state="ok") == 0
     assert one(families, "digitstream_learning_samples_per_second", "gauge") == 0
+    health_event = events.next("health", timeout=5)  # pushed to event-stream clients as it changed
+    assert health_event["data"]["health"] in ("stalled", "no-worker")
     ready = live.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready", "it can still serve predictions"
     print(f"\nkilled worker seen as {body['learning']['health']} with a backlog of 700 after {seconds:.2f}s")
