@@ -98,7 +98,15 @@ class ModelStatus:
     pinned: bool  # serving a pinned version rather than the latest
     worker: dict[str, Any] | None  # the worker's status (digitstream.contracts.WorkerStatus), None when none reports
     deadletter_count: int  # malformed stream entries moved to the dead-letter stream by this snapshot
-    raw: dict[str, Any] = field(compare=False)
+    # health (ok | stalled | no-worker | crash-looping | unknown), backlog counted in the stream, ...
+    learning: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def health(self) -> str | None:
+        """The learning health: "ok" while a worker learns; "no-worker", "stalled", ... otherwise."""
+        value = self.learning.get("health")
+        return str(value) if value is not None else None
 
     @property
     def prequential_accuracy(self) -> float | None:
@@ -192,6 +200,7 @@ def model_status(body: Any) -> ModelStatus:
         pinned=bool(body.get("pinned")),
         worker=body.get("worker"),
         deadletter_count=int(body.get("deadletter_count") or 0),
+        learning=dict(body.get("learning") or {}),
         raw=dict(body),
     )
 

@@ -19,14 +19,17 @@ Snapshot metadata (``SnapshotMeta``, the ``meta`` field of a snapshot hash, see 
     metrics {samples, prequential_accuracy, rolling_accuracy, rolling_window, confusion_matrix (10x10),
              per_class_recall (10), drift_events [{samples, detector, direction, error_rate}],
              learning_curve [[samples, prequential_accuracy, rolling_accuracy], ...],
-             throughput (samples/s), lag, lag_at_least},
+             throughput (samples/s), lag, lag_at_least, drift_events_total},
     faults [{kind, message, at, samples_learned, skipped?, seconds?}], worker_id, stream,
-    settings {batch_size, snapshot_every, snapshot_interval, keep_versions, retention_max_len, retention_max_age}
+    settings {batch_size, snapshot_every, snapshot_interval, keep_versions, retention_max_len, retention_max_age},
+    deadletter_reasons {class: count} (cumulative, classes: ``observability.DEADLETTER_CLASSES``),
+    fault_counts {kind: count} (cumulative)
 
 Worker status (``WorkerStatus``, the ``{model}:worker:status`` key)::
 
     worker_id, state (starting | standby | active | stopped), model, samples_learned, last_id,
-    version, lag, lag_at_least, throughput, deadletter_count, duplicates_skipped, faults [...], updated_at (unix s)
+    version, lag, lag_at_least, throughput, deadletter_count, duplicates_skipped, faults [...], updated_at (unix s),
+    deadletter_reasons {class: count}, fault_counts {kind: count}, drift_events_total, health (the worker's own view)
 
 Examples
 --------
@@ -45,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Self, cast, get_args
 
 from .jsonfields import ContractError, array, boolean, get, integer, json_object, number, optional, show, string
+from .observability import counts
 from .protocol import SCHEMA_VERSION
 
 WorkerState = Literal["starting", "standby", "active", "stopped"]
@@ -132,6 +136,7 @@ class MetricsReport:
     throughput: float | None = None  # samples/s since the previous snapshot
     lag: int | None = None  # stream entries not yet learned
     lag_at_least: bool = False  # lag is a lower bound (Redis < 7 counts at most worker.status.LAG_CAP)
+    drift_events_total: int = 0  # every drift event flagged over the model's life (drift_events keeps the newest)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -146,11 +151,13 @@ class MetricsReport:
             "throughput": self.throughput,
             "lag": self.lag,
             "lag_at_least": self.lag_at_least,
+            "drift_events_total": self.drift_events_total,
         }
 
     @classmethod
     def from_json(cls, data: Any, where: str = "metrics") -> Self:
         d, f = json_object(data, where), optional(number)
+        drift = get(d, "drift_events", array(DriftEvent.from_json), where, ())
         return cls(
             samples=get(d, "samples", integer, where, 0),
             prequential_accuracy=get(d, "prequential_accuracy", f, where, None),
@@ -158,11 +165,12 @@ class MetricsReport:
             rolling_window=get(d, "rolling_window", integer, where, 0),
             confusion_matrix=get(d, "confusion_matrix", array(array(integer)), where, ()),
             per_class_recall=get(d, "per_class_recall", array(f), where, ()),
-            drift_events=get(d, "drift_events", array(DriftEvent.from_json), where, ()),
+            drift_events=drift,
             learning_curve=get(d, "learning_curve", array(_curve_point), where, ()),
             throughput=get(d, "throughput", f, where, None),
             lag=get(d, "lag", optional(integer), where, None),
             lag_at_least=get(d, "lag_at_least", boolean, where, False),
+            drift_events_total=get(d, "drift_events_total", integer, where, len(drift)),
         )
 
 
@@ -227,6 +235,8 @@ class SnapshotMeta:
     worker_id: str | None = None
     stream: str | None = None
     settings: WorkerSettings | None = None
+    deadletter_reasons: dict[str, int] = field(default_factory=dict)  # dead letters by reason class, cumulative
+    fault_counts: dict[str, int] = field(default_factory=dict)  # faults by kind, cumulative (faults keeps the newest)
     version: int | None = None  # assigned by the store when written (not part of the written JSON)
     schema: int = SCHEMA_VERSION
 
@@ -248,6 +258,8 @@ class SnapshotMeta:
             "worker_id": self.worker_id,
             "stream": self.stream,
             "settings": self.settings.to_json() if self.settings else None,
+            "deadletter_reasons": dict(self.deadletter_reasons),
+            "fault_counts": dict(self.fault_counts),
         }
         return _without_none(body, "version")
 
@@ -270,6 +282,8 @@ class SnapshotMeta:
             worker_id=get(d, "worker_id", s, where, None),
             stream=get(d, "stream", s, where, None),
             settings=get(d, "settings", optional(WorkerSettings.from_json), where, None),
+            deadletter_reasons=get(d, "deadletter_reasons", counts, where, {}),
+            fault_counts=get(d, "fault_counts", counts, where, {}),
             version=get(d, "version", optional(integer), where, None),
             schema=get(d, "schema", integer, where, SCHEMA_VERSION),
         )
@@ -292,6 +306,10 @@ class WorkerStatus:
     deadletter_count: int = 0
     faults: tuple[Fault, ...] = ()
     duplicates_skipped: int = 0
+    deadletter_reasons: dict[str, int] = field(default_factory=dict)  # by reason class, cumulative
+    fault_counts: dict[str, int] = field(default_factory=dict)  # by kind, cumulative
+    drift_events_total: int = 0
+    health: str = "ok"  # the worker's own view (observability.HEALTH_STATES), e.g. "crash-looping"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -308,6 +326,10 @@ class WorkerStatus:
             "duplicates_skipped": self.duplicates_skipped,
             "faults": [fault.to_json() for fault in self.faults],
             "updated_at": self.updated_at,
+            "deadletter_reasons": dict(self.deadletter_reasons),
+            "fault_counts": dict(self.fault_counts),
+            "drift_events_total": self.drift_events_total,
+            "health": self.health,
         }
 
     @classmethod
@@ -327,6 +349,10 @@ class WorkerStatus:
             deadletter_count=get(d, "deadletter_count", integer, where, 0),
             faults=get(d, "faults", array(Fault.from_json), where, ()),
             duplicates_skipped=get(d, "duplicates_skipped", integer, where, 0),
+            deadletter_reasons=get(d, "deadletter_reasons", counts, where, {}),
+            fault_counts=get(d, "fault_counts", counts, where, {}),
+            drift_events_total=get(d, "drift_events_total", integer, where, 0),
+            health=get(d, "health", string, where, "ok"),
         )
 
 

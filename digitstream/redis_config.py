@@ -104,13 +104,18 @@ def role_selectors(keys: Keys) -> dict[str, list[Selector]]:
         "api": [
             # The registry, read: GET /models and the models served under /models/{name}.
             Selector("+hget +hscan", keys=(f"%R~{REGISTRY_TAG}:models",)),
-            # Read the served model: latest + pin + worker status in one MGET, snapshot hashes, versions; the
-            # snapshot events (sharded pub/sub on a cluster).
+            # Read the served model: latest + pin + worker status + lease in one MGET, snapshot hashes, versions;
+            # the snapshot events (sharded pub/sub on a cluster).
             Selector(
                 f"{_CONNECTION} +get +mget +hget +hgetall +zrange +zscore {_SUBSCRIBE}",
-                keys=(f"%R~{snapshots}", f"%R~{keys.worker_status}", f"%R~{keys.pinned}"),
+                keys=(f"%R~{snapshots}", f"%R~{keys.worker_status}", f"%R~{keys.pinned}", f"%R~{keys.lease}"),
                 channels=(keys.snapshot_events,),
             ),
+            # The backlog (service.learning): XINFO STREAM's entries-added, in one script; read-only commands
+            # only (the pattern is ~ because a script's keys count as written). XINFO STREAM shows the first
+            # and last entries, no more: the API cannot range over the stream (no XRANGE, so the Redis 6.2
+            # fallback count is refused and the backlog is reported as unknown there).
+            Selector(f"{_SCRIPTS} +xinfo|stream", keys=(f"~{keys.samples}",)),
             # Feedback and POST /samples: XADD only, in MULTI/EXEC (all or none).
             Selector("+xadd +multi +exec +discard", keys=(f"%W~{keys.samples}",)),
             # Pin and unpin: the only key it may delete.

@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     served_models_max: int = Field(
         16, ge=1, le=10_000, description="registered models an API process holds at once besides the default (LRU)"
     )
+    sse_max_clients: int = Field(
+        100, ge=1, le=100_000, description="open GET /model/events streams per service process (503 beyond)"
+    )
 
     @field_validator("redis_url")
     @classmethod

@@ -27,11 +27,12 @@ from .deps import API_KEY_HEADER
 from .errors import install_error_handlers
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
 from .idempotency import REPLAYED_HEADER
+from .live_events import EventHubs, install_exit_hook
 from .metrics import RequestMetricsMiddleware, ServiceMetrics
 from .model_holder import ModelHolder
 from .model_holders import ModelHolders
 from .predictions import PredictionStore
-from .routes import dashboard, feedback, health, model, models, predict
+from .routes import dashboard, events, feedback, health, model, models, predict
 from .uploads import DecodeSlots
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ clients on the same machine. See the threat model in the README."""
 
 def create_app(settings: Settings) -> FastAPI:
     """The service for ``settings``; run it under uvicorn (``digitstream serve``)."""
-    metrics = ServiceMetrics()
+    metrics = ServiceMetrics(settings.model_name)
     app = FastAPI(
         title="digitstream",
         version="1",
@@ -69,6 +70,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.access = Access(settings)
     app.state.body_budget = BodyBudget(settings.max_inflight_body_bytes)
     app.state.decoders = DecodeSlots(settings.image_decoders)
+    app.state.events = EventHubs(settings.sse_max_clients)
+    install_exit_hook()  # event streams end when uvicorn is told to stop
     install_error_handlers(app)
     # Matched in order (each route tried costs a request ~2 us): the hot path, then the trivial ones.
     predict.register_single(app)
@@ -78,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
     model.register(app, settings)
     models.register(app, settings)
     app.include_router(dashboard.router())
+    app.include_router(events.router(settings))
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -120,7 +124,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.holders = holders
     app.state.predictions = predictions
     app.state.batcher = MicroBatcher()
-    app.state.metrics.bind(holder, predictions)
+    app.state.metrics.bind(holder, predictions, app.state.events, holders.items)
+    app.state.events.of(holder)  # the default model's events are followed from the start
     try:
         async with holder.running(), predictions.running():
             log.info("serving model %r (version %s)", settings.model_name, holder.current and holder.current.version)
@@ -130,6 +135,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             gc.freeze()
             yield
     finally:
+        app.state.events.close()
         await holders.close()
         app.state.decoders.close()
         await client.aclose()

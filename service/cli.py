@@ -13,6 +13,7 @@ from digitstream.logs import LOG_FORMATS, uvicorn_log_config
 from digitstream.settings import Settings, SettingsError, load_settings
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
 @click.command("serve")
@@ -51,6 +52,10 @@ def run(settings: Settings, *, workers: int = 1, log_level: str = "info", access
         "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
         "lifespan": "on",
         "server_header": False,
+        # Open responses get this long to end after SIGTERM. Event streams end at once (service.live_events
+        # hooks uvicorn's signal handler); in worker processes, which load the app after that hook point,
+        # they are cut here.
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
     }
     if workers == 1:
         from .app import create_app

@@ -2,7 +2,8 @@
 
 Request series are recorded by a pure ASGI middleware (cheaper than ``BaseHTTPMiddleware``) and
 labelled with the route template, never the raw path, so unknown URLs cannot explode the
-label set. Model and worker gauges are read at scrape time from the model holder.
+label set. Model and worker gauges are read at scrape time from the model holder; the learner's own series
+(accuracy, throughput, backlog, health, dead letters, drift, faults, swaps) are ``learner_metrics``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .learner_metrics import LearnerCollector
+
 if TYPE_CHECKING:
+    from .live_events import EventHubs
     from .model_holder import ModelHolder
     from .predictions import PredictionStore
 
@@ -24,7 +28,8 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 class ServiceMetrics:
     """The app's series; ``bind`` connects the scrape-time gauges to the running holder."""
 
-    def __init__(self) -> None:
+    def __init__(self, model: str = "digitstream") -> None:
+        self.model = model
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -46,11 +51,14 @@ class ServiceMetrics:
         self.worker_lag = Gauge("digitstream_worker_lag", "Stream entries the worker has not learned yet", registry=r)
         self.worker_up = Gauge("digitstream_worker_up", "1 when a worker status is present in Redis", registry=r)
         self.redis_up = Gauge("digitstream_redis_up", "1 when the last Redis round trip succeeded", registry=r)
-        self.swaps = Gauge("digitstream_model_swaps", "Snapshots loaded since start", registry=r)
         self.pending = Gauge("digitstream_predictions_pending", "Predictions not yet written to Redis", registry=r)
+        self._learner: LearnerCollector | None = None
         self._children: dict[tuple[str, str, int], tuple[Callable[[], None], Callable[[float], None]]] = {}
 
-    def bind(self, holder: ModelHolder, predictions: PredictionStore) -> None:
+    def bind(
+        self, holder: ModelHolder, predictions: PredictionStore, events: EventHubs | None = None,
+        models: Callable[[], list[tuple[str, ModelHolder]]] | None = None,
+    ) -> None:  # fmt: skip
         def model_value(read: Callable[[], float | None]) -> Callable[[], float]:
             def value() -> float:
                 got = read() if holder.current is not None else None
@@ -65,8 +73,11 @@ class ServiceMetrics:
         self.worker_lag.set_function(lambda: _lag(holder))
         self.worker_up.set_function(lambda: float(holder.worker_status is not None))
         self.redis_up.set_function(lambda: float(holder.redis_ok))
-        self.swaps.set_function(lambda: float(holder.swaps))
         self.pending.set_function(lambda: float(predictions.pending_count))
+        if self._learner is not None:
+            self.registry.unregister(self._learner)
+        self._learner = LearnerCollector(holder, models or (lambda: [(self.model, holder)]), events)
+        self.registry.register(self._learner)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)

@@ -23,7 +23,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from digitstream.protocol import Keys
 from digitstream.snapshot import META_FIELD, SnapshotError, decode_snapshot
 from digitstream.store import parse_event
 
+from .learning import UNKNOWN, Learning, LearningWatch
 from .snapshot_events import snapshot_events
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,11 @@ class ModelHolder:
         self.redis_ok = False
         self.worker_status: WorkerStatus | None = None
         self.swaps = 0
+        self.pinned: int | None = None  # the pin pointer as last read
+        self.lease_holder: bytes | None = None  # the model's lease as last read (None: no worker)
+        self.learning: Learning = UNKNOWN  # backlog counted in the stream, learning health (service.learning)
+        self._watch = LearningWatch(client, keys)
+        self.listeners: list[Callable[[ModelHolder], None]] = []  # called after every sync and outage
         self._status_problem: str | None = None  # the last one logged: a bad status is logged once, not per poll
         self._metas: dict[int, tuple[bytes, SnapshotMeta | None]] = {}  # kept versions' metadata, as last read
 
@@ -155,31 +161,50 @@ class ModelHolder:
                 if self.redis_ok:
                     log.warning("Redis unreachable (%s); serving version %s from memory", exc, self._served())
                 self.redis_ok = False
+                self.learning = UNKNOWN
+                self._notify()
                 self._synced.set()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def sync(self) -> None:
-        """Read the pointers and the worker status; load the target version if it changed."""
+        """Read the pointers, the lease and the worker status; load the target version if it changed."""
         async with self._lock:
-            latest, pinned, status = await self._client.mget(  # bytes or None each
-                self._keys.snapshot_latest, self._pin_key, self._keys.worker_status
+            latest, pinned, status, lease = await self._client.mget(  # bytes or None each
+                self._keys.snapshot_latest, self._pin_key, self._keys.worker_status, self._keys.lease
             )
             if not self.redis_ok:
                 log.info("Redis reachable")
             self.redis_ok = True
             self.latest_version = _as_int(latest)
             self.worker_status = self._read_status(status)
-            pinned_version = _as_int(pinned)
-            if pinned_version is not None and await self._switch(pinned_version, pinned=True):
-                return
-            if pinned_version is not None:
-                log.warning("pinned version %d is not kept any more; following the latest", pinned_version)
-            if self.latest_version is not None:
-                await self._switch(self.latest_version, pinned=False)
-            elif self.current is not None and self.current.pinned:
-                self._swap(dataclasses.replace(self.current, pinned=False))
+            self.lease_holder = lease if isinstance(lease, bytes) or lease is None else str(lease).encode()
+            self.pinned = _as_int(pinned)
+            await self._follow_pointers(self.pinned)
+            current = self.current
+            meta, served = (current.meta, current.version) if current is not None else (None, None)
+            self.learning = await self._watch.update(
+                self.worker_status, self.lease_holder, self.latest_version, meta, served
+            )
         self._synced.set()
+        self._notify()
+
+    async def _follow_pointers(self, pinned_version: int | None) -> None:
+        if pinned_version is not None and await self._switch(pinned_version, pinned=True):
+            return
+        if pinned_version is not None:
+            log.warning("pinned version %d is not kept any more; following the latest", pinned_version)
+        if self.latest_version is not None:
+            await self._switch(self.latest_version, pinned=False)
+        elif self.current is not None and self.current.pinned:
+            self._swap(dataclasses.replace(self.current, pinned=False))
+
+    def _notify(self) -> None:
+        for listener in self.listeners:
+            try:
+                listener(self)
+            except Exception:  # a listener's bug must not stop the follower
+                log.exception("snapshot follower listener failed")
 
     async def _switch(self, version: int, *, pinned: bool) -> bool:
         """Serve ``version``; False if it cannot be loaded. Call with the lock held."""
@@ -238,6 +263,7 @@ class ModelHolder:
             if not await self._switch(version, pinned=True):
                 raise VersionNotFound(version)
             await self._client.set(self._pin_key, version)
+        await self.sync()
         return self.require()
 
     async def unpin(self) -> ServedModel:

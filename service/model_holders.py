@@ -55,6 +55,10 @@ class ModelHolders:
         """The names of the models held beside the default one, least recently used first."""
         return list(self._loaded)
 
+    def items(self) -> list[tuple[str, ModelHolder]]:
+        """(name, holder) of the default model and of every one held now (for /metrics)."""
+        return [(self.default_name, self.default), *((n, loaded.holder) for n, loaded in self._loaded.items())]
+
     async def get(self, name: str) -> ModelHolder:
         """The holder of model ``name`` (loading it on first use); ``UnknownModel`` if it is not registered."""
         if name == self.default_name:

@@ -7,6 +7,7 @@ holding the worker lease as the worker would; the service never knows who wrote 
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -55,7 +56,7 @@ class LiveServer:
 
     def stop(self) -> None:
         self.http.close()
-        self.server.should_exit = True
+        self.server.handle_exit(signal.SIGTERM, None)  # as the signal would: open event streams end too
         self.thread.join(15)
 
     # -- shortcuts ------------------------------------------------------------------------------

@@ -270,3 +270,54 @@ def test_an_mlp_shows_what_each_digit_responds_to_and_its_hidden_features(
     assert "42 most important of 256 units" in page.inner_text("#features-note")
     assert page.is_visible("#features-link")
     screenshot(page, "07-mlp-features")
+
+
+def model_reads(requests: list[str]) -> int:
+    return sum(1 for url in requests if url.split("?")[0].endswith("/model"))
+
+
+@pytest.mark.browser
+def test_the_live_panel_follows_snapshot_events_without_polling(
+    make_app: Callable[..., LiveServer], write: Callable[..., int], trained: DeltaRuleLearner,
+    mnist_train: tuple[np.ndarray, np.ndarray], open_page: Callable[..., Any],
+    screenshot: Callable[[Any, str], Any],
+) -> None:  # fmt: skip
+    write(trained)
+    server = make_app()
+    requests: list[str] = []
+    sources: list[str] = []
+    page = open_page(server.url)
+    page.on("request", lambda r: (sources if r.resource_type == "eventsource" else requests).append(r.url))
+    page.reload()
+    page.wait_for_selector("body[data-live='events']")
+    wait_for_stat(page, "version", 1)
+    assert sources == [f"{server.url}/model/events"], "the page holds an EventSource on the event stream"
+    page.wait_for_timeout(300)
+    before = model_reads(requests)
+    page.wait_for_timeout(2500)  # polling would read /model twice a second here
+    assert model_reads(requests) == before, "no polling while the event stream is open"
+
+    write(train(*mnist_train, 500))  # a new snapshot: the page hears of it and reads /model once
+    wait_for_stat(page, "version", 2, timeout=5000)
+    assert page.evaluate("document.body.dataset.lastEvent") == "snapshot"
+    assert 1 <= model_reads(requests) - before <= 2
+    assert stat(page, "health") in ("stalled", "no-worker")  # a snapshot writer, but no worker heartbeat
+    assert "live events" in page.inner_text("#updated")
+    screenshot(page, "08-live-events")
+
+
+@pytest.mark.browser
+def test_the_page_falls_back_to_polling_when_the_event_stream_is_refused(
+    make_app: Callable[..., LiveServer], write: Callable[..., int], trained: DeltaRuleLearner,
+    mnist_train: tuple[np.ndarray, np.ndarray], open_page: Callable[..., Any],
+) -> None:  # fmt: skip
+    write(trained)
+    server = make_app(sse_max_clients=1)
+    with server.http.stream("GET", "/model/events") as taken:  # the only stream this process allows
+        assert taken.status_code == 200
+        page = open_page(server.url)
+        wait_for_stat(page, "version", 1)
+        assert page.evaluate("document.body.dataset.live") == "polling"
+        write(train(*mnist_train, 500))
+        wait_for_stat(page, "version", 2, timeout=5000)
+        assert "polling" in page.inner_text("#updated")

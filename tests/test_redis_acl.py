@@ -33,6 +33,7 @@ from digitstream.connections import worker_client
 from digitstream.learner import DeltaRuleLearner, HyperParameters
 from digitstream.protocol import Keys, encode_sample
 from digitstream.redis_config import ROLES, RedisConfigError, acl_file, check_passwords, redis_conf
+from digitstream.service.learning import BACKLOG_SCRIPT
 from digitstream.settings import Settings, load_settings
 from digitstream.snapshot import snapshot_of
 from digitstream.store import write_snapshot
@@ -171,6 +172,9 @@ def test_the_api_user_cannot_delete_or_overwrite_a_snapshot_nor_read_or_trim_the
     api.set(KEYS.pinned, version)
     api.delete(KEYS.pinned)
     assert api.xadd(KEYS.samples, encode_sample(np.zeros(784, np.uint8), 4))  # type: ignore[arg-type]
+    # The backlog counted in the stream (service.learning), and the lease: whether a worker is learning.
+    assert api.eval(BACKLOG_SCRIPT, 1, KEYS.samples, 0, "(0-0", 10) == [2, 0]  # type: ignore[no-untyped-call]
+    assert api.mget(KEYS.snapshot_latest, KEYS.pinned, KEYS.worker_status, KEYS.lease)[0] is not None
     api.close()
     admin.close()
 

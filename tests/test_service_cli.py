@@ -19,6 +19,7 @@ from digitstream.clients.embedded_redis import free_port
 from digitstream.learner import DeltaRuleLearner
 from tests.cli_support import REPO, cli_env
 from tests.service_support import trained, write  # noqa: F401
+from tests.test_live_events import SSEClient
 
 
 class Serve:
@@ -92,6 +93,20 @@ def test_serve_answers_from_the_latest_snapshot_and_shuts_down_gracefully_on_sig
     assert server.stop() in (0, -signal.SIGTERM)
     log = server.log()
     assert "Application shutdown complete" in log and "Traceback" not in log
+
+
+def test_sigterm_ends_open_event_streams_at_once_so_serve_can_exit(
+    serve: Callable[..., Serve], redis_url: str, write: Callable[..., int], trained: DeltaRuleLearner
+) -> None:
+    write(trained)
+    server = serve("--redis-url", redis_url)
+    server.wait_ready()
+    stream = SSEClient(f"{server.url}/model/events")
+    assert stream.next("hello")["data"]["served"] == 1
+    started = time.monotonic()
+    assert server.stop() in (0, -signal.SIGTERM)
+    assert stream.ended.wait(5) and time.monotonic() - started < 4, "serve waited for the endless stream"
+    assert "Application shutdown complete" in server.log()
 
 
 def test_serve_takes_its_settings_from_the_environment_too(

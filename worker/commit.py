@@ -31,6 +31,7 @@ import redis
 from digitstream.connections import RedisClient, wait_for_replicas
 from digitstream.contracts import LearnerDescriptor, MetricsReport, SnapshotMeta, WorkerSettings
 from digitstream.learner import LearnerState
+from digitstream.observability import add_count, deadletter_class
 from digitstream.protocol import FIELD_REASON, Keys, deadletter_fields
 from digitstream.settings import Settings
 from digitstream.snapshot import META_FIELD, Snapshot, SnapshotError
@@ -61,7 +62,7 @@ class Commits:
 
     def __init__(
         self, settings: Settings, client: RedisClient, worker_id: str, retry: RedisRetry,
-        version: int | None = None, entries_consumed: int = 0,
+        version: int | None = None, entries_consumed: int = 0, deadletter_reasons: dict[str, int] | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings
         self.client = client
@@ -72,6 +73,8 @@ class Commits:
         self.consumed_ids = ConsumedIds(settings.retention_max_len)
         self.deadletters: list[dict[bytes, bytes]] = []
         self._deadletter_bytes = 0
+        # By reason class over the model's life; committed with the dead letters themselves.
+        self.deadletter_reasons: dict[str, int] = dict(deadletter_reasons or {})
         self._entries = entries_consumed  # at the last snapshot: what the next one has news beyond
         self._faults = 0
         self._time = time.monotonic()
@@ -79,6 +82,7 @@ class Commits:
     # -- between snapshots ----------------------------------------------------------------------
     def dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
         """Buffer a malformed entry for the next snapshot (the first ``MAX_DEADLETTER_FIELDS`` fields of it)."""
+        self.deadletter_reasons = add_count(self.deadletter_reasons, deadletter_class(reason))
         if len(fields) > MAX_DEADLETTER_FIELDS:
             reason = f"{reason} (only the first {MAX_DEADLETTER_FIELDS} of {len(fields)} fields kept)"
             fields = dict(list(fields.items())[:MAX_DEADLETTER_FIELDS])
@@ -134,8 +138,8 @@ class Commits:
             learner=LearnerDescriptor.from_json(state.meta()), entries_consumed=position.entries_consumed,
             model=self.keys.model, created_at=created_at, deadletter_count=position.deadletter_count,
             samples_skipped=position.samples_skipped, duplicates_skipped=position.duplicates_skipped,
-            metrics=metrics, faults=health.faults,
-            worker_id=self.worker_id, stream=self.keys.samples,
+            metrics=metrics, faults=health.faults, deadletter_reasons=dict(self.deadletter_reasons),
+            fault_counts=dict(health.fault_counts), worker_id=self.worker_id, stream=self.keys.samples,
             settings=WorkerSettings(
                 batch_size=s.batch_size, snapshot_every=s.snapshot_every, snapshot_interval=s.snapshot_interval,
                 keep_versions=s.keep_versions, retention_max_len=s.retention_max_len,

@@ -113,7 +113,8 @@ class Worker:
         return self._status().to_json()
 
     def _status(self) -> WorkerStatus:
-        return self.health.status(self.worker_id, self.state, self.position, self.version)
+        reasons, drift = self.commits.deadletter_reasons, self.metrics.drift_events_total
+        return self.health.status(self.worker_id, self.state, self.position, self.version, reasons, drift)
 
     # -- main loop ------------------------------------------------------------------------------
     def run(self, burst: bool = False) -> None:
@@ -300,8 +301,10 @@ class Worker:
         self.learner = learner
         self.position = Position.of_snapshot(meta)
         self.metrics = OnlineMetrics.restore(meta.metrics, snapshot.arrays.get(ROLLING_ARRAY), s.rolling_window)
-        self.health = Health(s, self.client, retry, meta.faults, learner.n_samples)
-        self.commits = Commits(s, self.client, self.worker_id, retry, snapshot.version, meta.entries_consumed)
+        self.health = Health(s, self.client, retry, meta.faults, learner.n_samples, meta.fault_counts)
+        self.commits = Commits(
+            s, self.client, self.worker_id, retry, snapshot.version, meta.entries_consumed, meta.deadletter_reasons
+        )
         self.producers = Producers.restore(snapshot.arrays, s.producers_max, s.producer_ttl)
 
     def _recovered(self, seconds: float) -> None:

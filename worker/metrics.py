@@ -59,6 +59,7 @@ class OnlineMetrics:
         self.confusion = np.zeros((N_CLASSES, N_CLASSES), dtype=np.int64)  # rows: true digit, columns: predicted
         self.learning_curve: list[CurvePoint] = []
         self.drift_events: list[DriftEvent] = []
+        self.drift_events_total = 0  # over the model's life (drift_events keeps the newest MAX_DRIFT_EVENTS)
         self._ring = np.zeros(rolling_window, dtype=np.uint8)
         self._ring_pos = 0
         self._ring_filled = 0
@@ -124,6 +125,7 @@ class OnlineMetrics:
         self._recent_means.extend(means)
         if events:
             self.drift_events = (self.drift_events + events)[-MAX_DRIFT_EVENTS:]
+            self.drift_events_total += len(events)
         for event in events:
             worse = event.direction == "worse"
             log.log(
@@ -193,6 +195,7 @@ class OnlineMetrics:
             per_class_recall=tuple(self.per_class_recall()),
             drift_events=tuple(self.drift_events),
             learning_curve=tuple(self.learning_curve),
+            drift_events_total=self.drift_events_total,
         )
 
     def rolling_outcomes(self) -> np.ndarray:
@@ -215,6 +218,7 @@ class OnlineMetrics:
             metrics.n = int(confusion.sum())
         metrics.learning_curve = list(report.learning_curve)[-metrics.curve_points :]
         metrics.drift_events = list(report.drift_events)[-MAX_DRIFT_EVENTS:]
+        metrics.drift_events_total = max(report.drift_events_total, len(report.drift_events))
         if outcomes is not None and outcomes.size:
             metrics._push_rolling(outcomes.astype(np.uint8).ravel()[-rolling_window:])
         return metrics

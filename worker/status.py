@@ -24,6 +24,7 @@ import redis
 
 from digitstream.connections import RedisClient
 from digitstream.contracts import Fault, MetricsReport, WorkerState, WorkerStatus
+from digitstream.observability import add_count, fault_kind
 from digitstream.settings import Settings
 
 from .position import Position
@@ -51,7 +52,7 @@ class Health:
 
     def __init__(
         self, settings: Settings, client: RedisClient, retry: RedisRetry, faults: tuple[Fault, ...] = (),
-        samples_learned: int = 0,
+        samples_learned: int = 0, fault_counts: dict[str, int] | None = None,
     ) -> None:  # fmt: skip
         self.keys = settings.keys
         self.client = client
@@ -60,6 +61,7 @@ class Health:
         self.status_ttl_ms = round(max(3.0, 2 * settings.lease_ttl) * 1000)
         self.faults = faults[-MAX_FAULTS:]
         self.faults_seen = 0  # recorded since loading: a snapshot has news when this moves
+        self.fault_counts: dict[str, int] = dict(fault_counts or {})  # by kind, over the model's life
         self.lag: int | None = None
         self.lag_at_least = False
         self.throughput = 0.0
@@ -81,13 +83,17 @@ class Health:
         """Make the next ``beat_due`` true (after an outage the lease may have expired)."""
         self._next_beat = 0.0
 
-    def status(self, worker_id: str, state: WorkerState, position: Position, version: int | None) -> WorkerStatus:
+    def status(
+        self, worker_id: str, state: WorkerState, position: Position, version: int | None,
+        deadletter_reasons: dict[str, int] | None = None, drift_events_total: int = 0,
+    ) -> WorkerStatus:  # fmt: skip
         return WorkerStatus(
             worker_id=worker_id, state=state, model=self.keys.model, samples_learned=position.samples_learned,
             last_id=position.last_id, updated_at=time.time(), version=version, lag=self.lag,
             lag_at_least=self.lag_at_least, throughput=round(self.throughput, 1),
             deadletter_count=position.deadletter_count, faults=self.faults,
-            duplicates_skipped=position.duplicates_skipped,
+            duplicates_skipped=position.duplicates_skipped, deadletter_reasons=dict(deadletter_reasons or {}),
+            fault_counts=dict(self.fault_counts), drift_events_total=drift_events_total,
         )  # fmt: skip
 
     def publish(self, status: WorkerStatus, *, only_if_absent: bool = False) -> None:
@@ -102,6 +108,7 @@ class Health:
         fault = Fault(kind, message, time.time(), samples_learned, skipped=skipped, seconds=seconds)
         self.faults = (*self.faults, fault)[-MAX_FAULTS:]
         self.faults_seen += 1
+        self.fault_counts = add_count(self.fault_counts, fault_kind(kind))
 
     def outage_ended(self, seconds: float, samples_learned: int, continuing_after: str | None) -> None:
         """Redis is reachable again: log it, record a ``redis`` fault, and beat at once (the lease may have expired)."""

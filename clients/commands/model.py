@@ -109,4 +109,7 @@ def describe(model: ModelStatus) -> str:
         lines.append("worker     none reporting (is `digitstream worker` running?)")
     lag = f"{format_count(model.lag)} entries not yet learned" if model.lag is not None else "-"
     lines.append(f"lag        {lag}")
+    if model.health is not None:
+        detail = model.learning.get("detail")
+        lines.append(f"learning   {model.health}" + (f": {detail}" if detail and model.health != "ok" else ""))
     return "\n".join(lines)

@@ -115,8 +115,10 @@ def weights_json(model: ServedModel) -> bytes:
 def describe(model: ServedModel, holder: ModelHolder, settings: Settings) -> dict[str, Any]:
     """The GET /model body (also answered by pin/unpin)."""
     meta = model.meta
-    worker = holder.worker_status
+    worker, learning = holder.worker_status, holder.learning
     lag = worker.lag if worker is not None and worker.lag is not None else meta.metrics.lag
+    if learning.health != "ok" and learning.backlog is not None:
+        lag = learning.backlog  # no one is learning: the stream itself says how far behind the model is
     return {
         "model": meta.model or settings.model_name,
         "version": model.version,
@@ -128,6 +130,7 @@ def describe(model: ServedModel, holder: ModelHolder, settings: Settings) -> dic
         "params": model.scorer.params.to_json(),
         "metrics": meta.metrics.to_json(),
         "lag": lag,
+        "learning": learning.to_json(),
         "pinned": model.pinned,
         "worker": worker.to_json() if worker is not None else None,
         "deadletter_count": meta.deadletter_count,

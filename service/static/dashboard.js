@@ -2,13 +2,18 @@
 //
 // Drawing: the canvas is sent as a PNG to POST /predict/image, which makes it MNIST-like exactly as the
 // service documents (invert, crop, fit 20x20, centre by mass), so the page predicts what any client would.
-// Live panel: GET /model every second (the service hot-reloads snapshots within a second, so the page
-// is at most ~1-2 s behind the worker); /model/weights and /model/versions only when the version changed,
-// /model/features (mlp rule: its hidden units) when it changed and at most every 5 s.
+// Live panel: the page listens to GET /model/events (Server-Sent Events: snapshot, pin, drift, fault and
+// health events) and reads GET /model when one arrives, plus every 30 s for the ages; if the event stream
+// cannot be opened (an old proxy, too many streams: 503) it falls back to reading /model every second.
+// /model/weights and /model/versions only when the version changed, /model/features (mlp rule: its hidden
+// units) when it changed and at most every 5 s.
 "use strict";
 
 (() => {
-  const POLL_MS = 1000;
+  const POLL_MS = 1000; // without the event stream
+  const EVENTS_POLL_MS = 30000; // with it: only to keep the ages current
+  const RECONNECT_MS = 5000; // after the event stream was refused or closed
+  const EVENT_KINDS = ["hello", "snapshot", "pin", "drift", "fault", "health"];
   const PREDICT_EVERY_MS = 150; // while drawing: at most one request in flight, at most ~7 a second
   const VERSIONS_EVERY_MS = 5000;
   const FEATURES_EVERY_MS = 5000;
@@ -325,14 +330,63 @@
   });
 
   // ---- live panel --------------------------------------------------------------------------------
-  async function poll() {
+  const live = { mode: "polling", source: null, refreshedAt: -Infinity, inFlight: false, again: false, events: 0 };
+
+  function setLiveMode(mode) {
+    live.mode = mode;
+    document.body.dataset.live = mode; // "events" or "polling"
+  }
+
+  function connectEvents() {
+    if (!window.EventSource) return setLiveMode("polling");
+    const source = new EventSource("/model/events");
+    live.source = source;
+    source.onopen = () => setLiveMode("events");
+    for (const kind of EVENT_KINDS) {
+      source.addEventListener(kind, () => {
+        live.events += 1;
+        document.body.dataset.lastEvent = kind;
+        refreshSoon();
+      });
+    }
+    source.onerror = () => {
+      setLiveMode("polling"); // the browser reconnects by itself; meanwhile /model is read every second
+      if (source.readyState === EventSource.CLOSED) setTimeout(connectEvents, RECONNECT_MS);
+    };
+  }
+
+  async function refreshSoon() {
+    if (live.inFlight) {
+      live.again = true;
+      return;
+    }
+    live.inFlight = true;
+    try {
+      do {
+        live.again = false;
+        await refresh();
+      } while (live.again);
+    } finally {
+      live.inFlight = false;
+    }
+  }
+
+  async function tick() {
+    const every = live.mode === "events" ? EVENTS_POLL_MS : POLL_MS;
+    if (performance.now() - live.refreshedAt >= every) await refreshSoon();
+    setTimeout(tick, 250);
+  }
+
+  async function refresh() {
+    live.refreshedAt = performance.now();
     try {
       const model = await api("/model");
       state.model = model;
       setBanner("ok", null);
       renderModel(model);
       $("live").classList.remove("stale");
-      $("updated").textContent = " · updated " + new Date().toLocaleTimeString();
+      $("updated").textContent = " · updated " + new Date().toLocaleTimeString() +
+        (live.mode === "events" ? " (live events)" : " (polling)");
       await refreshWeights(model);
       await refreshFeatures(model);
       await refreshVersions(model);
@@ -346,8 +400,6 @@
           (state.model ? " The numbers below are the last ones received." : ""));
         $("live").classList.add("stale");
       }
-    } finally {
-      setTimeout(poll, POLL_MS);
     }
   }
 
@@ -367,15 +419,22 @@
     setStat("stat-age", fmtAge(model.age_seconds), model.age_seconds);
     const throughput = worker && Number.isFinite(worker.throughput) ? worker.throughput : metrics.throughput;
     setStat("stat-throughput", Number.isFinite(throughput) ? fmtInt(Math.round(throughput)) + " /s" : "–", throughput);
-    setStat("stat-lag", Number.isFinite(model.lag) ? fmtInt(model.lag) + (metrics.lag_at_least ? "+" : "") : "–",
-      model.lag);
+    const learning = model.learning || {};
+    const atLeast = learning.health !== "ok" ? learning.backlog_at_least : metrics.lag_at_least;
+    setStat("stat-lag", Number.isFinite(model.lag) ? fmtInt(model.lag) + (atLeast ? "+" : "") : "–", model.lag);
+    const health = typeof learning.health === "string" ? learning.health : null;
+    setStat("stat-health", health === null ? "–" : health === "ok" ? "ok: learning" : health, health);
+    $("stat-health").title = learning.detail || "";
+    $("stat-health").classList.toggle("warn", health !== null && health !== "ok");
     setStat("stat-preq", fmtPct(metrics.prequential_accuracy), metrics.prequential_accuracy);
     const span = Number.isFinite(metrics.rolling_window) ? " (last " + fmtInt(metrics.rolling_window) + ")" : "";
     setStat("stat-rolling", fmtPct(metrics.rolling_accuracy) + (metrics.rolling_accuracy == null ? "" : span),
       metrics.rolling_accuracy);
     const drift = Array.isArray(metrics.drift_events) ? metrics.drift_events : [];
     const lastDrift = drift.length ? drift[drift.length - 1] : null;
-    setStat("stat-drift", drift.length + (lastDrift ? " (last at " + fmtInt(lastDrift.samples) + ")" : ""), drift.length);
+    const drifts = Number.isFinite(metrics.drift_events_total) ? Math.max(metrics.drift_events_total, drift.length)
+      : drift.length;
+    setStat("stat-drift", drifts + (lastDrift ? " (last at " + fmtInt(lastDrift.samples) + ")" : ""), drifts);
     const dead = worker && Number.isFinite(worker.deadletter_count) ? worker.deadletter_count
       : Number.isFinite(model.deadletter_count) ? model.deadletter_count : null;
     setStat("stat-deadletters", dead === null ? "–" : fmtInt(dead), dead);
@@ -718,5 +777,7 @@
   clearPad();
   renderConfusion(null);
   document.body.dataset.state = "loading";
-  poll();
+  setLiveMode("polling");
+  connectEvents();
+  tick();
 })();
