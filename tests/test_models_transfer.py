@@ -14,6 +14,7 @@ import redis
 
 from digitstream.learner import DeltaRuleLearner, learner_from_state
 from digitstream.model_file import model_file_bytes, read_model_file
+from digitstream.registry import Registry
 from digitstream.settings import Settings
 from digitstream.store import list_versions, read_snapshot
 from digitstream.transfer import export_model
@@ -49,6 +50,8 @@ def test_export_then_import_as_another_model_copies_it_bit_for_bit(
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["model"] == "challenger" and summary["version"] == 1 and summary["from"]["sha256"] == meta["sha256"]
+    registered = Registry(redis_client).get("challenger")  # registered, so worker pools and the API find it
+    assert registered is not None and registered.params == trained.params
     copy = read_snapshot(redis_client, make_settings(model_name="challenger").keys)
     assert copy is not None and copy.samples_learned == 3000 and copy.last_id == "0-0"  # its own stream, from the start
     original = trained.state().arrays

@@ -239,3 +239,32 @@ def test_openapi_documents_the_oip_and_transfer_routes_and_their_bodies(live: Li
     assert "Inference-Header-Content-Length".lower() in infer["requestBody"]["description"]
     assert infer["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/OipErrorBody")
     assert "application/octet-stream" in paths["/models/{name}/import"]["post"]["requestBody"]["content"]
+
+
+def test_every_registered_model_is_served_by_its_name(
+    triton: Any, live: LiveServer, redis_client: Any, make_settings: Callable[..., Any],
+    mnist_train: tuple[np.ndarray, np.ndarray], mnist_test: tuple[np.ndarray, np.ndarray],
+) -> None:  # fmt: skip
+    from digitstream.learner import HyperParameters
+    from digitstream.registry import ModelConfig, Registry
+    from tests.service_support import snapshot_writer
+
+    other = train(*mnist_train, 200)
+    Registry(redis_client).create(ModelConfig.new("second", HyperParameters.for_rule("softmax"), created_at=1.7e9))
+    snapshot_writer(redis_client, make_settings(model_name="second"))(other)
+    images = mnist_test[0][:50]
+    assert triton.is_model_ready("second") and triton.get_model_metadata("second")["versions"] == ["1"]
+    result = infer(triton, images, binary_in=True, binary_out=True)
+    second = infer_model(triton, "second", images)
+    assert second.get_response()["model_name"] == "second"
+    assert second.as_numpy("digits").tolist() == other.predict_many(images).tolist()
+    assert (second.as_numpy("digits") != result.as_numpy("digits")).any()  # 200 samples against 3,000
+    with pytest.raises(InferenceServerException) as caught:
+        infer_model(triton, "third", images)
+    assert caught.value.status() == "404" and "GET /models" in caught.value.message()
+
+
+def infer_model(client: Any, model: str, images: np.ndarray) -> Any:
+    tensor = httpclient.InferInput("images", list(images.shape), "UINT8")
+    tensor.set_data_from_numpy(images, binary_data=True)
+    return client.infer(model, [tensor])

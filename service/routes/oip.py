@@ -8,7 +8,9 @@ protocol's "4xx means false". The native ``/predict`` stays the fast path: this 
 little more per request (a generic tensor format to check), and nothing on the native routes.
 
 Each image's ``prediction_id`` goes in the answer's ``parameters`` (``prediction_ids``,
-comma-separated in image order, and ``prediction_id`` for a single image): POST /feedback takes it.
+comma-separated in image order, and ``prediction_id`` for a single image): POST /feedback takes it
+(and, as for ``/models/{name}/predict``, publishes to the default model's stream). Every registered
+model is served by its name (``service.oip_models``).
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def register(api: FastAPI, settings: Settings) -> None:
         """Whether ``name`` can answer (400, "false", before its first snapshot)."""
         catalog = catalog_of(request.app.state)
         try:
-            ok = catalog.holder(name).current is not None
+            ok = (await catalog.holder(name)).current is not None
         except oip.OipError as exc:
             return oip_error(exc)
         return json_response({"ready": ok}, 200 if ok else 400)
@@ -113,7 +115,7 @@ def register(api: FastAPI, settings: Settings) -> None:
         """The digits and probabilities of 1..max_batch images, from the served snapshot (latest or pinned)."""
         state = request.app.state
         try:
-            return await _infer(request, state, name, catalog_of(state).served(name), max_batch)
+            return await _infer(request, state, name, await catalog_of(state).served(name), max_batch)
         except oip.OipError as exc:
             return oip_error(exc)
 
@@ -131,15 +133,14 @@ def catalog_of(state: State) -> ModelCatalog:
     """The app's model catalog, made at its first use (from the lifespan's holder and Redis client)."""
     catalog: ModelCatalog | None = getattr(state, "catalog", None)
     if catalog is None:
-        settings: Settings = state.settings
-        catalog = state.catalog = ModelCatalog(settings.model_name, settings.keys, state.holder, state.redis)
+        catalog = state.catalog = ModelCatalog(state.holders, state.redis)
     return catalog
 
 
 async def _metadata(state: State, name: str, version: str | None = None) -> Response:
     catalog = catalog_of(state)
     try:
-        model = await catalog.version(name, version) if version is not None else catalog.holder(name).current
+        model = await catalog.version(name, version) if version is not None else (await catalog.holder(name)).current
         versions = await catalog.versions(name)
     except oip.OipError as exc:
         return oip_error(exc)

@@ -1,12 +1,12 @@
 """GET /models/{name}/export and POST /models/{name}/import: the model file over HTTP, with the API key.
 
 The same operations as ``digitstream models export | import`` (``digitstream.transfer``), for the
-model this service serves (every registered one once the registry is followed: the name goes
-through the OIP routes' catalog). Both need the key (``X-API-Key``), or, without a key, a client
-on the machine of a loopback service: an export is the whole learned state, an import replaces
-the model. The import body is the file itself, ``application/octet-stream`` (a cross-site form
-cannot send that type without a CORS preflight), at most ``MAX_FILE_BYTES``; it is checked
-whole (``digitstream.model_file``) before anything is written.
+registered models (an unknown name is a 404; `digitstream models import` registers a new one).
+Both need the key (``X-API-Key``), or, without a key, a client on the machine of a loopback
+service: an export is the whole learned state, an import replaces the model. The import body is
+the file itself, ``application/octet-stream`` (a cross-site form cannot send that type without a
+CORS preflight), at most ``MAX_FILE_BYTES``; it is checked whole (``digitstream.model_file``)
+before anything is written.
 
 The service's own Redis client is asynchronous and, in a deployment with Redis ACLs, its user may
 not write snapshots: these routes use a short-lived synchronous client in a thread, and an
@@ -32,11 +32,8 @@ from digitstream.transfer import TransferError, export_model, import_model, impo
 from .. import validation
 from ..deps import API_KEY_HEADER
 from ..errors import error, json_response
-from ..oip import OipError
-from .oip import catalog_of
+from .models import ModelName, holder_of
 from .responses import errors
-
-PREFIX = "/models/"
 
 
 def register(api: FastAPI, settings: Settings) -> None:
@@ -53,15 +50,15 @@ def register(api: FastAPI, settings: Settings) -> None:
         },
     )  # fmt: skip
     async def export(
-        request: Request, name: str, version: Annotated[int | None, Query(ge=1, le=2**62)] = None
+        request: Request, name: ModelName, version: Annotated[int | None, Query(ge=1, le=2**62)] = None
     ) -> Response:
         """The model ``name`` (its latest or a kept ``version``) as a file for `digitstream models import`."""
         _require_trusted(request)
-        _known(request, name)
+        keys = (await holder_of(request, name)).keys
 
         def run() -> tuple[bytes, Any]:
             with client_client(settings) as client:
-                model = export_model(client, settings.keys, version)
+                model = export_model(client, keys, version)
             return model_file_bytes(model), model.meta
 
         try:
@@ -81,10 +78,10 @@ def register(api: FastAPI, settings: Settings) -> None:
             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
         responses={200: {"description": "the new version"}, **errors(401, 403, 404, 413, 415, 422, 503)},
     )  # fmt: skip
-    async def import_(request: Request, name: str) -> Response:
+    async def import_(request: Request, name: ModelName) -> Response:
         """Load a model file as the next version of ``name``; a running worker continues from it."""
         _require_trusted(request)
-        _known(request, name)
+        keys = (await holder_of(request, name)).keys
         media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media != "application/octet-stream":
             return error(415, f"Content-Type: a model file is application/octet-stream, not {media or 'none'}")
@@ -93,7 +90,7 @@ def register(api: FastAPI, settings: Settings) -> None:
         def run() -> dict[str, Any]:
             model = read_model_file(body)
             with client_client(settings) as client:
-                version = import_model(client, settings.keys, model, keep=settings.keep_versions)
+                version = import_model(client, keys, model, keep=settings.keep_versions)
             return import_summary(name, version, model)
 
         try:
@@ -121,10 +118,3 @@ def _require_trusted(request: Request) -> None:
     if access.key is not None:
         raise HTTPException(403, f"{API_KEY_HEADER}: invalid API key")
     raise HTTPException(403, "model export and import need DIGITSTREAM_API_KEY on a service reachable beyond loopback")
-
-
-def _known(request: Request, name: str) -> None:
-    try:
-        catalog_of(request.app.state).holder(name)
-    except OipError as exc:
-        raise HTTPException(404, f"name: {exc.message}") from None
