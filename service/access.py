@@ -31,7 +31,7 @@ from .body_limit import reject
 
 WRITE_PATHS = frozenset({"/feedback", "/samples", "/model/pin", "/model/unpin"})
 # Probes and scrapers name the service by its address (Kubernetes, Prometheus); what they read is harmless.
-PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+PROBES = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
 JSON_TYPES = frozenset({"application/json"})
 NOSNIFF = (b"x-content-type-options", b"nosniff")

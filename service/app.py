@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from digitstream.connections import service_client
+from digitstream.model_file import MAX_FILE_BYTES
 from digitstream.settings import Settings, load_settings
 
 from .access import Access, AccessMiddleware
@@ -32,7 +33,7 @@ from .metrics import RequestMetricsMiddleware, ServiceMetrics
 from .model_holder import ModelHolder
 from .model_holders import ModelHolders
 from .predictions import PredictionStore
-from .routes import dashboard, events, feedback, health, model, models, predict
+from .routes import dashboard, events, feedback, health, model, models, oip, predict, transfer
 from .uploads import DecodeSlots
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
             {"name": "model", "description": "the served snapshot, versions, rollback"},
             {"name": "models", "description": "the registered models, each served under /models/{name}"},
             {"name": "health", "description": "liveness, readiness, Prometheus metrics"},
+            {"name": "open inference protocol", "description": "KServe V2 / Triton clients: /v2/..."},
         ],
     )
     app.state.settings = settings
@@ -80,6 +82,8 @@ def create_app(settings: Settings) -> FastAPI:
     feedback.register(app, settings)
     model.register(app, settings)
     models.register(app, settings)
+    oip.register(app, settings)
+    transfer.register(app, settings)
     app.include_router(dashboard.router())
     app.include_router(events.router(settings))
     if STATIC_DIR.is_dir():
@@ -97,8 +101,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware,
         default_limit=settings.max_body_bytes,
-        limits={"/predict/batch": batch_limit, "/samples": batch_limit, "/predict/image": settings.max_upload_bytes},
+        limits={
+            "/predict/batch": batch_limit, "/samples": batch_limit, "/predict/image": settings.max_upload_bytes,
+            "/import": MAX_FILE_BYTES,  # /models/{name}/import
+        },
         budget=app.state.body_budget,
+        prefixes={"/v2/models/": batch_limit},
     )
     app.add_middleware(AccessMiddleware, access=app.state.access)  # before any body is read or budgeted
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: times everything

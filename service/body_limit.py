@@ -67,19 +67,22 @@ class BodyBudget:
 class BodyLimitMiddleware:
     def __init__(
         self, app: ASGIApp, default_limit: int, limits: Mapping[str, int] | None = None,
-        budget: BodyBudget | None = None,
+        budget: BodyBudget | None = None, prefixes: Mapping[str, int] | None = None,
     ) -> None:  # fmt: skip
         self.app = app
         self.default_limit = default_limit
         self.limits = dict(limits or {})
+        self.prefixes = tuple((prefixes or {}).items())  # paths with parameters: (prefix, limit)
         self.budget = budget
 
     def _limit(self, path: str) -> int:
-        """The path's own limit; ``/models/{name}/X`` has the limit of ``/X``."""
+        """The path's own limit; ``/models/{name}/X`` has the limit of ``/X``; else its prefix's (``prefixes``)."""
         limit = self.limits.get(path)
         if limit is None and path.startswith("/models/"):
             slash = path.find("/", len("/models/"))
             limit = self.limits.get(path[slash:]) if slash > 0 else None
+        if limit is None:
+            limit = next((lim for prefix, lim in self.prefixes if path.startswith(prefix)), None)
         return self.default_limit if limit is None else limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

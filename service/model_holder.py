@@ -119,6 +119,11 @@ class ModelHolder:
         self._metas: dict[int, tuple[bytes, SnapshotMeta | None]] = {}  # kept versions' metadata, as last read
 
     # -- reading --------------------------------------------------------------------------------
+    @property
+    def keys(self) -> Keys:
+        """The Redis keys of the model this holder follows."""
+        return self._keys
+
     def require(self) -> ServedModel:
         model = self.current
         if model is None:

@@ -40,7 +40,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
             "--checks", ",".join(CHECKS),
             "--max-examples", "15",
             "--seed", "20240611",
-            "--workers", "2",
+            "--workers", "1",  # 2 threads hit a CPython 3.11 bug: ast.parse (hypothesis describing a filter) raises
+            # "SystemError: AST constructor recursion depth mismatch" when called from two threads at once
             "--request-timeout", "20",
             "--suppress-health-check", "all",
             "--output-truncate", "true",
@@ -48,7 +49,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=300,
         check=False,
     )  # fmt: skip
     report = result.stdout[-6000:] + result.stderr[-2000:]

@@ -86,5 +86,7 @@ class Lease:
         if claim == Claim.ACQUIRED:
             current = retry(latest)
             if current != version:
-                raise LeaseLost(f"the lease expired and snapshot {current} was written by another worker")
+                raise LeaseLost(
+                    f"the lease was let go and snapshot {current} was written by another writer (a worker or an import)"
+                )
             log.warning("the lease had expired; claimed it again (no other worker wrote in between)")

@@ -33,7 +33,10 @@ redis_url_opt = click.option("--redis-url", "redis_url_option", metavar="URL", h
 
 @click.group("models")
 def models() -> None:
-    """Create, list, show and delete the registered models (many models on one Redis or cluster)."""
+    """Create, list, show and delete the registered models (many models on one Redis or cluster).
+
+    Also compare them, and export one to a file or import one as a new version.
+    """
 
 
 @models.command("create")
@@ -195,8 +198,11 @@ def migrate(
 
 def _add_compare() -> None:
     from .compare import compare
+    from .model_transfer import export_command, import_command
 
     models.add_command(compare)
+    models.add_command(export_command)
+    models.add_command(import_command)
 
 
 _add_compare()
