@@ -85,8 +85,6 @@ def role_selectors(keys: Keys) -> dict[str, list[Selector]]:
     worker_keys = (keys.samples, keys.deadletter, snapshots, keys.lease, keys.worker_status, keys.readers)
     return {
         "worker": [
-            # The snapshot script declares the pin among its keys (it never collects the pinned version): the
-            # worker may read it, never set it.
             Selector(
                 f"{_CONNECTION} {_SCRIPTS} +xread +xrange +xrevrange +xlen +xinfo|stream +xtrim +xadd +type +exists "
                 "+get +set +del +pexpire +hget +hgetall +hset +zadd +zrange +zcard +zscore +zrem +zremrangebyrank "
@@ -94,6 +92,10 @@ def role_selectors(keys: Keys) -> dict[str, list[Selector]]:
                 keys=(*(f"~{key}" for key in worker_keys), f"%R~{keys.pinned}"),
                 channels=(keys.snapshot_events,),
             ),
+            # The snapshot script declares the pin among its keys (it never collects the pinned version), and
+            # Redis wants write access to every key a script declares: this selector gives it for the script
+            # call alone. Inside, each command is checked again, and only reading the pin is allowed above.
+            Selector(_SCRIPTS, keys=(*(f"~{key}" for key in worker_keys), f"~{keys.pinned}")),
             # The registry: its model registered on first use; a pool's membership and the models it learns.
             Selector(
                 f"{_SCRIPTS} +get +hget +hgetall +hexists +hlen +hset +hdel +incr +time +zadd +zrem +zrangebyscore "
