@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from digitstream.connections import service_client
+from digitstream.redis_checks import check_eviction_async
 from digitstream.settings import Settings, load_settings
 
 from .access import Access, AccessMiddleware
@@ -123,6 +124,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.metrics.bind(holder, predictions)
     try:
         async with holder.running(), predictions.running():
+            await check_eviction_async(client, log)
             log.info("serving model %r (version %s)", settings.model_name, holder.current and holder.current.version)
             # The start-up heap (modules, routes, schemas) never dies: out of the collector's sight, the
             # periodic full collections stop scanning it, which trims latency spikes under load.
