@@ -8,9 +8,11 @@ once the fault is removed, so each refusal is for that fault alone.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
 
@@ -19,7 +21,8 @@ from digitstream.learner import DeltaRuleLearner, HyperParameters
 from digitstream.protocol import Keys, deadletter_fields
 from digitstream.settings import SettingsError, load_settings
 from digitstream.snapshot import snapshot_of
-from digitstream.store import LeaseLost, SnapshotRefused, StaleParent, list_versions, write_snapshot
+from digitstream.store import LeaseLost, SnapshotRefused, StaleParent, list_versions, read_snapshot, write_snapshot
+from tests.worker_support import publish, reference, state_difference
 
 KEYS = Keys.for_model("digitstream")
 TOKEN = "writer-1"
@@ -149,3 +152,35 @@ def test_a_stale_parent_is_a_kind_of_lost_lease() -> None:
 def test_settings_refuse_keys_that_collide(keys: dict[str, str]) -> None:
     with pytest.raises(SettingsError, match="key collision"):
         load_settings(**keys)
+
+
+def test_a_worker_whose_parent_was_overtaken_reloads_the_latest_and_learns_each_sample_once(
+    make_worker, redis_client: redis.Redis, mnist_train, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A twin holding the same lease writes a version after the worker loaded: the worker's write is refused."""
+    images, labels = mnist_train
+    images, labels = images[:300].reshape(300, -1), labels[:300].astype(np.int64)
+    worker = make_worker(batch_size=100, snapshot_every=100)
+    publish(redis_client, worker.keys.samples, images[:100], labels[:100])
+    worker.run(burst=True)  # version 1: 100 samples
+    publish(redis_client, worker.keys.samples, images[100:], labels[100:])
+    twin_wrote: list[int] = []
+    keep_lease = worker._keep_lease
+
+    def twin_writes_once() -> None:  # fault injection: the twin gets in right after this worker loaded
+        keep_lease()
+        if not twin_wrote:
+            copy = read_snapshot(redis_client, worker.keys)
+            assert copy is not None
+            twin_wrote.append(write_snapshot(redis_client, worker.keys, copy, lease_token=worker.worker_id, keep=10))
+
+    worker._keep_lease = twin_writes_once  # type: ignore[method-assign]
+    caplog.set_level(logging.WARNING, logger="digitstream.worker")
+    worker.run(burst=True)
+
+    assert twin_wrote == [2]
+    assert any("lost the lease" in r.getMessage() and "latest is 2, not 1" in r.getMessage() for r in caplog.records)
+    final = read_snapshot(redis_client, worker.keys)
+    expected, _ = reference(worker.settings, images, labels)
+    assert final is not None and final.samples_learned == 300 and final.version > 2
+    assert state_difference(final.learner(), expected) < 1e-9, "learned once each, on top of the twin's version"
