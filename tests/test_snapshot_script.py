@@ -140,13 +140,14 @@ def test_a_stale_parent_is_a_kind_of_lost_lease() -> None:
 @pytest.mark.parametrize(
     "keys",
     [
-        {"deadletter_key": "digitstream:samples"},
+        {"deadletter_key": "{digitstream}:samples"},
         {"stream_key": "shared", "deadletter_key": "shared"},
-        {"stream_key": "digitstream:worker:lease"},
-        {"deadletter_key": "digitstream:snapshot:latest"},
-        {"stream_key": "digitstream:snapshot:7"},
-        {"deadletter_key": "{digitstream:samples}:readers"},
-        {"deadletter_key": "digitstream:service:pinned"},
+        {"stream_key": "{digitstream}:worker:lease"},
+        {"deadletter_key": "{digitstream}:snapshot:latest"},
+        {"stream_key": "{digitstream}:snapshot:7"},
+        {"deadletter_key": "{digitstream}:readers"},
+        {"deadletter_key": "{digitstream}:service:pinned"},
+        {"stream_key": "{digitstream}:prediction:x"},
     ],
 )
 def test_settings_refuse_keys_that_collide(keys: dict[str, str]) -> None:
