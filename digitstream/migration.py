@@ -54,6 +54,11 @@ class LegacyKeys:
         return f"{self.model}:snapshot:{version}"
 
     @property
+    def snapshot_times(self) -> str:
+        """When each version was written (added in 0.3, beside the layout change: present if a 0.3 worker ran)."""
+        return f"{self.model}:snapshot:times"
+
+    @property
     def pinned(self) -> str:
         return f"{self.model}:service:pinned"
 
@@ -77,7 +82,7 @@ def plan(client: RedisClient, keys: Keys) -> list[tuple[str, str]]:
     """(old, new) for every old-layout key of the model that exists."""
     old = LegacyKeys(keys.model)
     pairs = [(old.snapshot_latest, keys.snapshot_latest), (old.snapshot_versions, keys.snapshot_versions),
-             (old.pinned, keys.pinned)]  # fmt: skip
+             (old.snapshot_times, keys.snapshot_times), (old.pinned, keys.pinned)]  # fmt: skip
     versions = client.zrange(old.snapshot_versions, 0, -1)
     pairs += [(old.snapshot(int(v)), keys.snapshot(int(v))) for v in versions]  # type: ignore[arg-type]
     if keys.samples == Keys.for_model(keys.model).samples:  # the default stream: its name changes

@@ -12,6 +12,7 @@ hash tag ``{M}``, so on a Redis Cluster they all live in one slot and each scrip
     {M}:snapshot:latest       string   version number of the newest snapshot
     {M}:snapshot:versions     zset     kept versions (score = version)
     {M}:snapshot:<version>    hash     "meta" (JSON, contracts.SnapshotMeta) + "array:<name>" (raw bytes)
+    {M}:snapshot:times        zset     kept versions (score = Redis time written, ms): the spaced history kept
     {M}:snapshot:events       pub/sub  JSON {"version": n} published when a snapshot is written
                                        (sharded pub/sub on a cluster: the channel hashes like a key)
     {M}:worker:lease          string   id of the one active worker, with an expiry (PX)
@@ -19,8 +20,9 @@ hash tag ``{M}``, so on a Redis Cluster they all live in one slot and each scrip
     {M}:service:pinned        string   version every service replica serves (absent: the latest)
     {M}:prediction:<id>       string   a served prediction's 784 pixels, kept for feedback (TTL)
     {M}:producer:<p>          hash     a publisher's fence: seq (highest appended), first, last (ids), owner (TTL)
+    {M}:readers               hash     model -> last learned id, for every model reading the stream (no trim passes one)
     {M}:idempotency:<period>  hash     Idempotency-Key -> "<fingerprint> <stream id> ..." of one period (TTL)
-    (the last two take the stream key's hash tag, or the stream key as one: the stream's cluster slot;
+    (the last three take the stream key's hash tag, or the stream key as one: the stream's cluster slot;
     for a model's own stream that is {M})
 
 Before version 0.3 the keys were ``M:samples``, ``M:snapshot:latest``, ... without the tag;
@@ -103,6 +105,10 @@ class Keys:
         return f"{self.tag}:snapshot:versions"
 
     @property
+    def snapshot_times(self) -> str:
+        return f"{self.tag}:snapshot:times"
+
+    @property
     def snapshot_events(self) -> str:
         return f"{self.tag}:snapshot:events"
 
@@ -138,6 +144,35 @@ class Keys:
         ('{digitstream}:producer:cam-1', '{shared:samples}:producer:cam-1')
         """
         return f"{self._stream_tag}:producer:{producer_id}"
+
+    @property
+    def readers(self) -> str:
+        """Each model reading the stream -> the last id it learned; no trim passes the lowest (the stream's slot)."""
+        return f"{self._stream_tag}:readers"
+
+    def collisions(self) -> list[str]:
+        """Why the stream or dead-letter key would clash with another key of the model (empty: they do not).
+
+        >>> Keys.for_model("m", deadletter="{m}:samples").collisions()
+        ['the dead-letter key is the stream key ({m}:samples)']
+        """
+        own = {
+            "the snapshot latest key": self.snapshot_latest, "the snapshot versions key": self.snapshot_versions,
+            "the snapshot times key": self.snapshot_times, "the snapshot events channel": self.snapshot_events,
+            "the lease key": self.lease, "the worker status key": self.worker_status, "the pin key": self.pinned,
+            "the readers key": self.readers,
+        }  # fmt: skip
+        prefixes = {
+            "a snapshot key": self.snapshot_prefix, "a prediction key": self.prediction(""),
+            "a producer fence": self.producer(""), "an idempotency key": self.idempotency(0).rsplit(":", 1)[0] + ":",
+        }  # fmt: skip
+        problems = []
+        if self.samples == self.deadletter:
+            problems.append(f"the dead-letter key is the stream key ({self.samples})")
+        for what, key in (("stream", self.samples), ("dead-letter", self.deadletter)):
+            problems += [f"the {what} key is {name} ({key})" for name, other in own.items() if key == other]
+            problems += [f"the {what} key {key} looks like {name}" for name, p in prefixes.items() if key.startswith(p)]
+        return problems
 
     def idempotency(self, period: int) -> str:
         """The service's Idempotency-Key answers of one period (``service.idempotency``), in the stream's slot."""

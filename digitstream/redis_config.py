@@ -82,15 +82,20 @@ def role_selectors(keys: Keys) -> dict[str, list[Selector]]:
     """
     snapshots = f"{keys.snapshot_prefix}*"  # latest, versions and every snapshot hash
     predictions = keys.prediction("*")
-    worker_keys = (keys.samples, keys.deadletter, snapshots, keys.lease, keys.worker_status)
+    worker_keys = (keys.samples, keys.deadletter, snapshots, keys.lease, keys.worker_status, keys.readers)
     return {
         "worker": [
             Selector(
-                f"{_CONNECTION} {_SCRIPTS} +xread +xrange +xrevrange +xlen +xinfo|stream +xtrim +xadd "
-                "+get +set +del +pexpire +hget +hgetall +hset +zadd +zrange +zcard +zremrangebyrank +publish +spublish",
-                keys=tuple(f"~{key}" for key in worker_keys),
+                f"{_CONNECTION} {_SCRIPTS} +xread +xrange +xrevrange +xlen +xinfo|stream +xtrim +xadd +type +exists "
+                "+get +set +del +pexpire +hget +hgetall +hset +zadd +zrange +zcard +zscore +zrem +zremrangebyrank "
+                "+publish +spublish +time +info",
+                keys=(*(f"~{key}" for key in worker_keys), f"%R~{keys.pinned}"),
                 channels=(keys.snapshot_events,),
             ),
+            # The snapshot script declares the pin among its keys (it never collects the pinned version), and
+            # Redis wants write access to every key a script declares: this selector gives it for the script
+            # call alone. Inside, each command is checked again, and only reading the pin is allowed above.
+            Selector(_SCRIPTS, keys=(*(f"~{key}" for key in worker_keys), f"~{keys.pinned}")),
             # The registry: its model registered on first use; a pool's membership and the models it learns.
             Selector(
                 f"{_SCRIPTS} +get +hget +hgetall +hexists +hlen +hset +hdel +incr +time +zadd +zrem +zrangebyscore "
@@ -107,7 +112,7 @@ def role_selectors(keys: Keys) -> dict[str, list[Selector]]:
             # Read the served model: latest + pin + worker status + lease in one MGET, snapshot hashes, versions;
             # the snapshot events (sharded pub/sub on a cluster).
             Selector(
-                f"{_CONNECTION} +get +mget +hget +hgetall +zrange +zscore {_SUBSCRIBE}",
+                f"{_CONNECTION} +get +mget +hget +hgetall +zrange +zscore +info {_SUBSCRIBE}",
                 keys=(f"%R~{snapshots}", f"%R~{keys.worker_status}", f"%R~{keys.pinned}", f"%R~{keys.lease}"),
                 channels=(keys.snapshot_events,),
             ),

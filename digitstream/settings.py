@@ -72,7 +72,13 @@ class Settings(BaseSettings):
     block_ms: int = Field(200, ge=1, le=60_000, description="how long one read waits for new entries")
     snapshot_every: int = Field(100_000, ge=1, description="samples between snapshots")
     snapshot_interval: float = Field(0.5, gt=0, le=3600, description="seconds between snapshots")
-    keep_versions: int = Field(10, ge=1, le=1000, description="snapshot versions kept for rollback")
+    keep_versions: int = Field(10, ge=1, le=1000, description="newest snapshot versions kept for rollback")
+    keep_minutely: int = Field(
+        60, ge=0, le=1440, description="also keep one version per minute for this many minutes (rollback history)"
+    )
+    keep_hourly: int = Field(
+        24, ge=0, le=720, description="also keep one version per hour for this many hours (a pinned one is always kept)"
+    )
     retention_max_len: int = Field(100_000, ge=0, description="learned entries kept in the stream")
     retention_max_age: float | None = Field(None, gt=0, description="seconds learned entries are kept")
     lease_ttl: float = Field(3.0, gt=0.1, le=600, description="seconds before a dead worker's lease expires")
@@ -119,7 +125,9 @@ class Settings(BaseSettings):
         description="largest upload in pixels, read from the image header before decoding (a digit needs far less)",
     )  # fmt: skip
     image_decoders: int = Field(
-        2, ge=1, le=64,
+        2,
+        ge=1,
+        le=64,
         description="uploads decoded at once per process; 8 more per decoder wait up to 10 s, others get 503",
     )
     max_inflight_body_bytes: int = Field(
@@ -166,6 +174,13 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_learner(self) -> Settings:
         self.hyper_parameters()  # raises ValueError naming the bad parameter
+        return self
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> Settings:
+        problems = self.keys.collisions()
+        if problems:
+            raise ValueError("key collision: " + "; ".join(problems))
         return self
 
     @property

@@ -2,8 +2,10 @@
 
 Writing is one Lua script, so a snapshot, the "latest" pointer, the dead letters found since the
 previous snapshot, the stream trim and the notification happen together or not at all
-(state and stream position are committed atomically). The script first checks the writer's
-lease: a worker that lost its lease (paused, partitioned) can never overwrite its successor.
+(state and stream position are committed atomically). The script first checks everything that
+could fail, the writer's lease and that ``latest`` is still the version it built on
+(``digitstream.commit_script``): a worker that lost its lease (paused, partitioned) or missed a
+version can never overwrite its successor, and a refused write leaves Redis unchanged.
 
 Snapshot metadata (JSON, ``Snapshot.meta``) is written by the worker and read by the service; its
 fields are the ``SnapshotMeta`` contract in ``digitstream.contracts``.
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from .commit_script import TRIM_PROBE, WRITE_SCRIPT
 from .protocol import Keys
 from .snapshot import Snapshot, SnapshotError, decode_snapshot, encode_snapshot
 
@@ -27,54 +30,18 @@ class LeaseLost(RuntimeError):
     """The writer no longer holds the model's lease; its snapshot was not written."""
 
 
-# KEYS: latest, versions, events, lease, stream, deadletter ; ARGV: token, keep, prefix,
-# trim_minid ("" = none), trim_maxlen (0 = none), learned_id, n_fields, field, value, ..., n_dead,
-# (n_f, f, v, ...)...
-# The version is assigned here (latest + 1), so it is continuous whoever writes. The length trim
-# happens only when at most TRIM_PROBE entries are still to learn and the limit is at least that:
-# then the newest trim_maxlen entries hold every one of them.
-TRIM_PROBE = 1000  # entries still to learn beyond which the snapshot script skips the length trim
-_WRITE_SCRIPT = """
-local latest_key, versions_key, events_key, lease_key, stream_key, dead_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local token, keep, prefix, minid = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local maxlen, learned_id = tonumber(ARGV[5]), ARGV[6]
-if redis.call('GET', lease_key) ~= token then
-  return redis.error_reply('LEASE lease lost')
-end
-local version = tonumber(redis.call('GET', latest_key) or '0') + 1
-local i = 7
-local n = tonumber(ARGV[i]); i = i + 1
-local hash = {}
-for j = 1, n do
-  hash[#hash + 1] = ARGV[i]; hash[#hash + 1] = ARGV[i + 1]
-  i = i + 2
-end
-redis.call('DEL', prefix .. version)
-redis.call('HSET', prefix .. version, 'version', version, unpack(hash))
-redis.call('SET', latest_key, version)
-redis.call('ZADD', versions_key, version, version)
-local dead = tonumber(ARGV[i]); i = i + 1
-for d = 1, dead do
-  local nf = tonumber(ARGV[i]); i = i + 1
-  local entry = {}
-  for j = 1, nf do entry[#entry + 1] = ARGV[i]; entry[#entry + 1] = ARGV[i + 1]; i = i + 2 end
-  redis.call('XADD', dead_key, '*', unpack(entry))
-end
-local count = redis.call('ZCARD', versions_key)
-if count > keep then
-  local old = redis.call('ZRANGE', versions_key, 0, count - keep - 1)
-  for _, v in ipairs(old) do redis.call('DEL', prefix .. v) end
-  redis.call('ZREMRANGEBYRANK', versions_key, 0, count - keep - 1)
-end
-if minid ~= '' then redis.call('XTRIM', stream_key, 'MINID', minid) end
-if maxlen >= TRIM_PROBE then
-  local unlearned = redis.call('XRANGE', stream_key, '(' .. learned_id, '+', 'COUNT', TRIM_PROBE + 1)
-  if #unlearned <= TRIM_PROBE then redis.call('XTRIM', stream_key, 'MAXLEN', maxlen) end
-end
-redis.call('PUBLISH', events_key, '{"version":' .. version .. '}')
-return version
-""".replace("TRIM_PROBE", str(TRIM_PROBE))
+class StaleParent(LeaseLost):
+    """``latest`` is not the version the writer built on: another writer got in between.
+
+    A kind of ``LeaseLost``: the worker handles it the same way (back to standby, reload the latest).
+    """
+
+
+class SnapshotRefused(RuntimeError):
+    """The snapshot script found a key of the wrong type or a bad argument; Redis was left unchanged."""
+
+
+ANY_PARENT = "*"  # write_snapshot(parent=ANY_PARENT): no compare-and-set (tests, benchmarks, imports)
 
 
 def write_snapshot(
@@ -84,23 +51,35 @@ def write_snapshot(
     *,
     lease_token: str,
     keep: int,
+    parent: int | str | None = ANY_PARENT,
     deadletters: list[dict[bytes, bytes]] = (),  # type: ignore[assignment]
     trim_minid: str | None = None,
     trim_maxlen: int = 0,
+    reader: str | None = None,
+    keep_minutely: int = 0,
+    keep_hourly: int = 0,
 ) -> int:
-    """Write ``snapshot`` atomically as the next version; returns that version.
+    """Write ``snapshot`` atomically as the next version; returns that version (``digitstream.commit_script``).
 
     ``snapshot.meta["version"]`` is ignored: the script assigns latest + 1 and stores it in the
-    hash's ``version`` field. Raises LeaseLost if ``lease_token`` does not hold the model's lease.
+    hash's ``version`` field. Raises LeaseLost if ``lease_token`` does not hold the model's lease,
+    StaleParent if ``latest`` is not ``parent`` (None: no version yet; ``ANY_PARENT``: not checked),
+    SnapshotRefused if a key has the wrong type or an argument is bad; in each case nothing is written.
     ``trim_minid`` trims the stream below that id; ``trim_maxlen`` (>= ``TRIM_PROBE``) also keeps it
-    to that many entries, but only while no more than ``TRIM_PROBE`` entries after the snapshot's
-    ``last_id`` are waiting to be learned, so nothing unlearned is ever trimmed. It bounds the stream
-    even when workers restart too often to know ``trim_maxlen`` learned ids themselves.
+    to that many entries, but only while no more than ``TRIM_PROBE`` entries after the lowest
+    reader's position are waiting to be learned. ``reader`` (a model name) records the snapshot's
+    ``last_id`` as that model's position in ``Keys.readers``; no trim passes any reader's position.
+    Versions kept: the newest ``keep``, the pinned one, one per minute for ``keep_minutely`` minutes
+    and one per hour for ``keep_hourly`` hours.
     """
     meta = {k: v for k, v in snapshot.meta.items() if k != "version"}
     fields = encode_snapshot(Snapshot(meta, snapshot.arrays))
     learned_id = str(meta.get("last_id") or "0-0")
-    args: list[Any] = [lease_token, keep, keys.snapshot_prefix, trim_minid or "", trim_maxlen, learned_id, len(fields)]
+    parent_arg = "" if parent is None else str(parent)
+    args: list[Any] = [
+        lease_token, parent_arg, keys.snapshot_prefix, trim_minid or "", trim_maxlen, learned_id, reader or "",
+        keep, keep_minutely, keep_hourly, len(fields),
+    ]  # fmt: skip
     for name, value in fields.items():
         args += [name, value]
     args.append(len(deadletters))
@@ -110,13 +89,24 @@ def write_snapshot(
             args += [name, value]
     script_keys = [
         keys.snapshot_latest, keys.snapshot_versions, keys.snapshot_events, keys.lease, keys.samples, keys.deadletter,
-    ]
+        keys.snapshot_times, keys.pinned, keys.readers,
+    ]  # fmt: skip
     try:
-        return int(client.eval(_WRITE_SCRIPT, len(script_keys), *script_keys, *args))
+        return int(client.eval(WRITE_SCRIPT, len(script_keys), *script_keys, *args))
     except redis.ResponseError as exc:
-        if str(exc).startswith("LEASE"):
+        message = str(exc)
+        if message.startswith("LEASE"):
             raise LeaseLost(f"lease {keys.lease} is not held by {lease_token}") from None
+        if message.startswith("STALE"):
+            raise StaleParent(f"snapshot of model {keys.model!r} not written: {message[6:]}") from None
+        if message.startswith(("BADSTATE", "BADARG")):
+            raise SnapshotRefused(f"snapshot of model {keys.model!r} not written: {message}") from None
         raise
+
+
+def register_reader(client: RedisClient, keys: Keys, last_id: str) -> None:
+    """Record ``last_id`` as this model's position in the stream's readers (no trim passes it)."""
+    client.hset(keys.readers, keys.model, last_id)
 
 
 def latest_version(client: RedisClient, keys: Keys) -> int | None:
@@ -149,3 +139,18 @@ def parse_event(message: bytes | str) -> int:
         return int(data["version"])
     except (ValueError, KeyError, TypeError) as exc:
         raise SnapshotError(f"bad snapshot event {message!r}") from exc
+
+
+__all__ = [
+    "ANY_PARENT",
+    "TRIM_PROBE",
+    "LeaseLost",
+    "SnapshotRefused",
+    "StaleParent",
+    "latest_version",
+    "list_versions",
+    "parse_event",
+    "read_snapshot",
+    "register_reader",
+    "write_snapshot",
+]

@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from digitstream.connections import service_client
 from digitstream.model_file import MAX_FILE_BYTES
+from digitstream.redis_checks import check_eviction_async
 from digitstream.settings import Settings, load_settings
 
 from .access import Access, AccessMiddleware
@@ -136,6 +137,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.events.of(holder)  # the default model's events are followed from the start
     try:
         async with holder.running(), predictions.running():
+            await check_eviction_async(client, log)
             log.info("serving model %r (version %s)", settings.model_name, holder.current and holder.current.version)
             # The start-up heap (modules, routes, schemas) never dies: out of the collector's sight, the
             # periodic full collections stop scanning it, which trims latency spikes under load.

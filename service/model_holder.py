@@ -268,6 +268,11 @@ class ModelHolder:
             if not await self._switch(version, pinned=True):
                 raise VersionNotFound(version)
             await self._client.set(self._pin_key, version)
+            # The worker's snapshot script reads the pin atomically and never collects it: once the pin is
+            # set, the version is safe if it is still there; if the collection got in first, undo the pin.
+            if await self._client.zscore(self._keys.snapshot_versions, version) is None:
+                await self._client.delete(self._pin_key)
+                raise VersionNotFound(version)
         await self.sync()
         return self.require()
 

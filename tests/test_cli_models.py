@@ -76,6 +76,7 @@ def test_a_model_created_from_the_cli_is_learned_by_a_running_pool_and_delete_re
         assert "deleted model 'fresh'" in deleted.stdout
         wait_for(lambda: "fresh" not in pool.models, 10, what="the pool letting go")
         assert not redis_client.keys("fresh:*"), redis_client.keys("fresh:*")
+        assert not redis_client.exists(keys.readers), "its own stream's readers go with the stream"
         assert Registry(redis_client).get("fresh") is None
     finally:
         pool.stop()

@@ -1,5 +1,7 @@
-"""The short endurance run (CI): predictions never fail and nothing is lost while the worker is
-SIGKILLed and Redis restarts under load. The 10-minute run is ``python -m digitstream.benchmarks.endurance``."""
+"""The short endurance run (CI): predictions never fail and nothing is lost or learned twice while the worker
+is SIGKILLed and Redis is SIGKILLed twice (and restarted once) under load, with ``appendfsync always``.
+The 10-minute run is ``python -m digitstream.benchmarks.endurance``; the bounds are derived in
+``benchmarks/endurance_report.py``."""
 
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ from typing import Any
 
 import pytest
 
+from digitstream.benchmarks.endurance_report import deadletter_bound, stream_bound
 from tests.cli_support import REPO, cli_env
 
 pytestmark = pytest.mark.slow
 
-MINUTES = 0.75  # 45 s of load; ~60 s in all with the start-up and the drain
+MINUTES = 0.5  # 30 s of load; ~40 s in all with the start-up and the drain
 
 Run = tuple[subprocess.CompletedProcess[str], dict[str, Any]]  # the finished process, its JSON report
 
@@ -41,12 +44,13 @@ def test_the_short_run_meets_every_goal_and_says_so(endurance: Run) -> None:
     assert "| check | measured | verdict |" in done.stdout
 
 
-def test_no_prediction_fails_while_the_worker_is_killed_and_redis_restarts(
+def test_no_prediction_fails_while_the_worker_is_killed_and_redis_is_killed(
     endurance: Run,
 ) -> None:
     _, report = endurance
     assert len(report["timeline"]["kills"]) >= 2
-    assert report["timeline"]["redis_stop"] < report["timeline"]["redis_back"]
+    assert [event["kind"] for event in report["timeline"]["redis"]] == ["SIGKILL", "SIGTERM", "SIGKILL"]
+    assert all(event["stop"] < event["back"] for event in report["timeline"]["redis"])
     totals = report["load"]["totals"]
     assert totals.get("ok", 0) > 1000
     assert set(totals) <= {"ok", "503"}, report["load"]["examples"]
@@ -60,17 +64,20 @@ def test_every_published_sample_is_learned_exactly_once_and_served_by_both_repli
 ) -> None:
     _, report = endurance
     final = report["final"]
-    assert final["published"] > 30_000
-    assert final["learned"] == final["published"]
-    assert final["deadletters"] == 0
+    assert final["published"] > 15_000
+    assert final["learned"] == final["published"], "nothing lost, nothing twice"
+    assert final["acknowledged_lost"] == {"resent": 0, "lost": 0}, "appendfsync always: no acknowledged write lost"
+    assert report["appendfsync"] == "always"
+    assert final["bad_published"] > 0 and final["deadletter_count"] == final["bad_published"]
     assert list(final["served"].values()) == [final["learned"]] * 2
 
 
-def test_the_stream_is_trimmed_to_the_retention_bound_despite_the_restarts(
+def test_the_stream_and_the_dead_letters_stay_within_their_derived_bounds_despite_the_restarts(
     endurance: Run,
 ) -> None:
     _, report = endurance
-    peak = max(length for _, length, _ in report["stream"])
-    assert peak <= 2 * report["retention_max_len"] + report["rate"] * 15
+    peak = max(length for _, length, _, _ in report["stream"])
+    assert peak <= stream_bound(report)[0]
     assert peak < report["final"]["published"]  # trimmed, not merely short
     assert report["final"]["stream_length"] < report["final"]["published"]
+    assert max(dead for _, _, _, dead in report["stream"]) <= deadletter_bound(report)[0]

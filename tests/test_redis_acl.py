@@ -181,7 +181,9 @@ def test_the_api_user_cannot_delete_or_overwrite_a_snapshot_nor_read_or_trim_the
 
 def test_the_worker_user_cannot_touch_the_pin_predictions_or_the_server(clean: AclRedis) -> None:
     worker = clean.client("worker")
-    for call in (lambda: worker.set(KEYS.pinned, 1), lambda: worker.get(KEYS.prediction("0" * 32)),
+    set_pin = "return redis.call('SET', KEYS[1], '1')"  # the script call is allowed with the pin declared; SET is not
+    for call in (lambda: worker.set(KEYS.pinned, 1), lambda: worker.eval(set_pin, 1, KEYS.pinned),
+                 lambda: worker.delete(KEYS.pinned), lambda: worker.get(KEYS.prediction("0" * 32)),
                  lambda: worker.flushall(), lambda: worker.config_set("appendonly", "no"),
                  lambda: worker.get("{other}:snapshot:latest"), lambda: worker.acl_list()):  # fmt: skip
         assert refused(call)

@@ -73,9 +73,9 @@ def test_a_snapshot_follows_within_the_interval_when_samples_trickle_in(make_wor
     assert list_versions(redis_client, worker.keys) == [1, 2, 3, 4, 5], "one per trickle, none while idle"
 
 
-def test_only_the_last_k_versions_are_kept(make_worker, redis_client, digits) -> None:
+def test_without_a_spaced_history_only_the_last_k_versions_are_kept(make_worker, redis_client, digits) -> None:
     images, labels = digits
-    worker = make_worker(batch_size=100, snapshot_every=100, keep_versions=3)
+    worker = make_worker(batch_size=100, snapshot_every=100, keep_versions=3, keep_minutely=0, keep_hourly=0)
     publish(redis_client, worker.keys.samples, images[:1000], labels[:1000])
 
     worker.run(burst=True)

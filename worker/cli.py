@@ -20,6 +20,7 @@ import redis
 from digitstream.connections import RedisClient, worker_client
 from digitstream.learner.params import RULES
 from digitstream.logs import LOG_FORMATS, configure_logging
+from digitstream.redis_checks import check_eviction
 from digitstream.settings import Settings, SettingsError, load_settings, redact, redis_url
 
 EXIT_RUNTIME = 1
@@ -88,6 +89,7 @@ def worker_command(burst: bool, log_level: str, models: str | None, **options: A
         worker.worker_id, settings.model_name, redact(redis_url(settings)), settings.keys.samples,
         settings.batch_size, settings.snapshot_every, settings.snapshot_interval, ", burst" if burst else "",
     )  # fmt: skip
+    check_eviction(client, log)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if worker.stopping and signum == signal.SIGINT:
@@ -142,6 +144,7 @@ def run_pool(settings: Settings, models: str) -> None:
     client = worker_client(settings)
     pool = WorkerPool(settings, client, patterns)
     log = logging.getLogger("digitstream.worker")
+    check_eviction(client, log)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if pool.stopping and signum == signal.SIGINT:

@@ -11,11 +11,17 @@
   Redis and reads the latest snapshot's metadata back to learn whether the write landed before
   deciding anything. The Redis client must therefore not retry commands by itself (the CLI's
   client does not): a retried write whose reply was lost would be applied twice.
+* **Fenced by the parent version.** Each write names the version the worker's state descends
+  from; the script refuses it (``StaleParent``, handled like a lost lease: reload the latest) if
+  ``latest`` is anything else, and checks everything before its first write (all or nothing).
 * **Retention.** The same script trims learned entries from the stream: below a MINID that keeps
   the newest ``retention_max_len`` entries this worker consumed and none older than
   ``retention_max_age``; and, until this worker has consumed ``retention_max_len`` entries itself,
   to that length while little is left to learn (``worker.retention``, ``store.TRIM_PROBE``).
-  Entries after the snapshotted position are never trimmed.
+  Entries after the lowest position of every model reading the stream (``Keys.readers``, recorded
+  by each snapshot and when a worker loads) are never trimmed.
+* **Versions.** The newest ``keep_versions``, the pinned one, and one per minute for
+  ``keep_minutely`` minutes and one per hour for ``keep_hourly`` hours (``digitstream.commit_script``).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from digitstream.observability import add_count, deadletter_class
 from digitstream.protocol import FIELD_REASON, Keys, deadletter_fields
 from digitstream.settings import Settings
 from digitstream.snapshot import META_FIELD, Snapshot, SnapshotError
-from digitstream.store import latest_version, list_versions, read_snapshot, write_snapshot
+from digitstream.store import latest_version, list_versions, read_snapshot, register_reader, write_snapshot
 
 from .dedupe import Producers
 from .metrics import ROLLING_ARRAY, OnlineMetrics
@@ -57,12 +63,15 @@ MAX_DEADLETTER_FIELDS = 1000  # Lua's unpack() in the snapshot script takes at m
 class Commits:
     """What the next snapshot commits besides the learner (dead letters, trim), when it is due, and its write.
 
-    ``version`` is the snapshot the worker's state equals or descends from (None for a new model).
+    ``version`` is the snapshot the worker's state equals or descends from (None for a new model);
+    ``parent`` the ``latest`` it builds on (``version``, unless that was unreadable and an older one
+    was loaded): the next write is refused unless ``latest`` still is that.
     """
 
     def __init__(
         self, settings: Settings, client: RedisClient, worker_id: str, retry: RedisRetry,
-        version: int | None = None, entries_consumed: int = 0, deadletter_reasons: dict[str, int] | None = None,
+        version: int | None = None, entries_consumed: int = 0, parent: int | None = None,
+        deadletter_reasons: dict[str, int] | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings
         self.client = client
@@ -70,6 +79,7 @@ class Commits:
         self.worker_id = worker_id
         self.retry = retry
         self.version = version
+        self.parent = parent if parent is not None else version
         self.consumed_ids = ConsumedIds(settings.retention_max_len)
         self.deadletters: list[dict[bytes, bytes]] = []
         self._deadletter_bytes = 0
@@ -124,7 +134,7 @@ class Commits:
         snapshot = Snapshot(meta.to_json(), arrays)
         minid, maxlen = self.trim(position.last_id, created_at)
         keep_lease()  # after an outage longer than the TTL: claim it again rather than lose the state
-        self.version = self._write(snapshot, meta, minid, maxlen, keep_lease)
+        self.version = self.parent = self._write(snapshot, meta, minid, maxlen, keep_lease)
         self.deadletters, self._deadletter_bytes = [], 0
         self._entries, self._faults, self._time = position.entries_consumed, health.faults_seen, started
         return self.version
@@ -160,11 +170,13 @@ class Commits:
         self, snapshot: Snapshot, meta: SnapshotMeta, minid: str | None, maxlen: int, keep_lease: Callable[[], None]
     ) -> int:
         """write_snapshot, resolving a connection error by reading back whether the write landed."""
+        s = self.settings
         while True:
             try:
                 version = write_snapshot(
-                    self.client, self.keys, snapshot, lease_token=self.worker_id, keep=self.settings.keep_versions,
-                    deadletters=self.deadletters, trim_minid=minid, trim_maxlen=maxlen,
+                    self.client, self.keys, snapshot, lease_token=self.worker_id, keep=s.keep_versions,
+                    parent=self.parent, deadletters=self.deadletters, trim_minid=minid, trim_maxlen=maxlen,
+                    reader=self.keys.model, keep_minutely=s.keep_minutely, keep_hourly=s.keep_hourly,
                 )  # fmt: skip
                 self.retry.recovered()
                 self._replicate(version)
@@ -211,8 +223,20 @@ class Commits:
 
 def latest_readable(client: RedisClient, keys: Keys) -> tuple[Snapshot, SnapshotMeta] | None:
     """The latest snapshot, else the newest readable older one; None only for a new model."""
+    found = load_latest(client, keys)
+    return None if found is None else found[:2]
+
+
+def load_latest(client: RedisClient, keys: Keys) -> tuple[Snapshot, SnapshotMeta, int] | None:
+    """``latest_readable`` and the ``latest`` version it builds on; registers the model as a reader there.
+
+    The model's position in the stream's readers (``Keys.readers``) becomes the loaded snapshot's
+    ``last_id`` (``0-0`` for a new model) before it reads anything, so no other model trims what it
+    is about to learn.
+    """
     latest = latest_version(client, keys)
     if latest is None:
+        register_reader(client, keys, "0-0")
         return None
     older = [v for v in reversed(list_versions(client, keys)) if v < latest]
     for version in [latest, *older]:
@@ -227,5 +251,6 @@ def latest_readable(client: RedisClient, keys: Keys) -> tuple[Snapshot, Snapshot
             continue
         if version != latest:
             log.warning("continuing from the older snapshot %d", version)
-        return snapshot, meta
+        register_reader(client, keys, meta.last_id or "0-0")
+        return snapshot, meta, latest
     raise RuntimeError(f"no readable snapshot of model {keys.model!r}; refusing to start over silently")

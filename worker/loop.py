@@ -40,7 +40,7 @@ from digitstream.protocol import DecodedBatch, decode_entries
 from digitstream.settings import Settings
 from digitstream.store import LeaseLost, latest_version
 
-from .commit import Commits, latest_readable
+from .commit import Commits, load_latest
 from .dedupe import Producers
 from .lease import Claim, Lease
 from .metrics import ROLLING_ARRAY, OnlineMetrics
@@ -283,13 +283,13 @@ class Worker:
 
     def _load(self) -> None:
         """State from the latest readable snapshot (or a fresh learner when there is none)."""
-        found = latest_readable(self.client, self.keys)
+        found = load_latest(self.client, self.keys)
         params = self.settings.hyper_parameters()
         if found is None:
             refuse_legacy(self.client, self.keys)  # snapshots in the layout before 0.3: migrate them first
             self._reset_state(new_learner(params))
             return
-        snapshot, meta = found
+        snapshot, meta, latest = found
         learner = snapshot.learner()
         if learner.params != params:
             log.warning(
@@ -303,8 +303,9 @@ class Worker:
         self.metrics = OnlineMetrics.restore(meta.metrics, snapshot.arrays.get(ROLLING_ARRAY), s.rolling_window)
         self.health = Health(s, self.client, retry, meta.faults, learner.n_samples, meta.fault_counts)
         self.commits = Commits(
-            s, self.client, self.worker_id, retry, snapshot.version, meta.entries_consumed, meta.deadletter_reasons
-        )
+            s, self.client, self.worker_id, retry, snapshot.version, meta.entries_consumed,
+            parent=latest, deadletter_reasons=meta.deadletter_reasons,
+        )  # fmt: skip
         self.producers = Producers.restore(snapshot.arrays, s.producers_max, s.producer_ttl)
 
     def _recovered(self, seconds: float) -> None:

@@ -150,10 +150,12 @@ def delete_data(client: RedisClient, config: ModelConfig) -> int:
     try:
         versions = [int(v) for v in client.zrange(keys.snapshot_versions, 0, -1)]  # type: ignore[arg-type]
         names = [keys.snapshot(v) for v in versions]
-        names += [keys.snapshot_latest, keys.snapshot_versions, keys.lease, keys.worker_status, keys.pinned]
-        names.append(keys.deadletter)
+        names += [keys.snapshot_latest, keys.snapshot_versions, keys.snapshot_times, keys.lease, keys.worker_status]
+        names += [keys.pinned, keys.deadletter]
         if config.stream is None:
-            names.append(keys.samples)
+            names += [keys.samples, keys.readers]
+        else:  # a shared stream: the model stops holding back its trims (docs/worker.md, several models on one stream)
+            client.hdel(keys.readers, keys.model)
         deleted = 0
         for start in range(0, len(names), DELETE_BATCH):
             for name in names[start : start + DELETE_BATCH]:  # one key per call: keys may sit in several slots
