@@ -213,3 +213,7 @@ return version
     .replace("MAX_FIELDS", str(MAX_FIELDS))
     .replace("MAX_ID", MAX_ID)
 )
+#: The same script for a Redis Cluster: the notification is a sharded message (SPUBLISH, Redis 7), which
+#: stays within the model's shard; the channel is declared among the keys (KEYS[3]), in the model's slot.
+WRITE_SCRIPT_SHARDED = WRITE_SCRIPT.replace("redis.call('PUBLISH', events_key", "redis.call('SPUBLISH', events_key")
+assert WRITE_SCRIPT_SHARDED != WRITE_SCRIPT

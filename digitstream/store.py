@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from .commit_script import TRIM_PROBE, WRITE_SCRIPT
+from .commit_script import TRIM_PROBE, WRITE_SCRIPT, WRITE_SCRIPT_SHARDED
 from .protocol import Keys
 from .snapshot import Snapshot, SnapshotError, decode_snapshot, encode_snapshot
 
@@ -92,7 +92,10 @@ def write_snapshot(
         keys.snapshot_times, keys.pinned, keys.readers,
     ]  # fmt: skip
     try:
-        return int(client.eval(WRITE_SCRIPT, len(script_keys), *script_keys, *args))
+        from .connections import is_cluster
+
+        script = WRITE_SCRIPT_SHARDED if is_cluster(client) else WRITE_SCRIPT
+        return int(client.eval(script, len(script_keys), *script_keys, *args))
     except redis.ResponseError as exc:
         message = str(exc)
         if message.startswith("LEASE"):

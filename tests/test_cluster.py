@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import subprocess
 import sys
 import threading
@@ -65,17 +64,12 @@ def learner_after(images: np.ndarray, labels: np.ndarray, n: int) -> DeltaRuleLe
 
 
 def write(client: Any, settings: Settings, learner: DeltaRuleLearner, *, take_lease: bool = True) -> int:
-    """A snapshot as the worker writes it (the lease held), through the current snapshot script."""
+    """A snapshot as the worker writes it (the lease held), through the snapshot script (which SPUBLISHes)."""
     if take_lease:
         client.set(settings.keys.lease, LEASE)
     meta = {"model": settings.model_name, "samples_learned": learner.n_samples, "last_id": "1-0",
             "created_at": time.time(), "entries_consumed": learner.n_samples}  # fmt: skip
     return write_snapshot(client, settings.keys, snapshot_of(learner, **meta), lease_token=LEASE, keep=10)
-
-
-def announce(client: RedisCluster, settings: Settings, version: int) -> None:
-    """The sharded notification the snapshot script is to send once the key layout lands (docs/cluster.md)."""
-    client.spublish(settings.keys.snapshot_events, json.dumps({"version": version}))
 
 
 @contextlib.contextmanager
@@ -256,7 +250,6 @@ def test_the_service_reloads_on_a_sharded_notification_without_waiting_for_a_pol
             assert server.get("/model").status_code == 503
             for n in (100, 200):
                 version = write(client, settings, learner_after(*digits, n))
-                announce(client, settings, version)
                 server.wait_for_version(version, timeout=10.0)  # well before the 60 s poll
                 assert server.get("/model").json()["samples_learned"] == n
     finally:
@@ -282,7 +275,6 @@ def test_the_sharded_subscription_moves_to_the_promoted_replica(cluster: LocalCl
     try:
         with served(settings) as server:
             version = write(client, settings, learner_after(*digits, 100))
-            announce(client, settings, version)
             server.wait_for_version(version, timeout=10.0)
             master = cluster.master_of(channel)
             cluster.kill(master)
@@ -295,7 +287,6 @@ def test_the_sharded_subscription_moves_to_the_promoted_replica(cluster: LocalCl
             wait_for(subscribers, timeout=30, what="the service's subscription on the promoted master")
             time.sleep(0.5)  # its read after subscribing is done: only the notification can bring the next one
             version = write(client, settings, learner_after(*digits, 200))
-            announce(client, settings, version)
             server.wait_for_version(version, timeout=10.0)
             assert server.app.state.holder.redis_ok
     finally:
