@@ -93,7 +93,7 @@ def run(data_dir: Path, sizes: Sizes, echo: Callable[[str], None] = print) -> di
     """Run every part on one embedded redis-server; returns their reports and the run's context."""
     import redis
 
-    from digitstream.benchmarks import learners, machine, publisher, service, uploads, worker_ingest
+    from digitstream.benchmarks import fuzz_stream, learners, machine, publisher, service, uploads, worker_ingest
     from digitstream.clients.embedded_redis import RedisServer
 
     started = time.perf_counter()
@@ -139,6 +139,15 @@ def run(data_dir: Path, sizes: Sizes, echo: Callable[[str], None] = print) -> di
                     repeats=1 if sizes.quick else 3,
                 ),
                 uploads.report_text,
+            ),
+            (
+                "fuzz",
+                lambda: fuzz_stream.run(
+                    *((2000, 500, 5000) if sizes.quick else (100_000, 6000, 50_000)),
+                    repeats=1 if sizes.quick else 3,
+                    server=server,
+                ),
+                fuzz_stream.report_text,
             ),
         ]
         for name, part, text in parts:
@@ -217,6 +226,7 @@ def goals(report: dict[str, Any]) -> list[Goal]:
         Goal("freshness: XADD -> served model has learned it", f"median <= {service.GOAL_FRESHNESS_S:g} s",
              f"{fresh:.3f} s", fresh <= service.GOAL_FRESHNESS_S),
         *upload_goals(report["uploads"]),
+        *fuzz_goals(report["fuzz"]),
         Goal("learner, mlp rule (default configuration)", f">= {GOAL_MLP_RATE:,} samples/s", f"{mlp.rate:,.0f}/s",
              mlp.rate >= GOAL_MLP_RATE),
         Goal("mlp test accuracy, one pass", f">= {GOAL_MLP_TEST:.1%}", f"{mlp.test or 0:.2%}",
@@ -251,6 +261,27 @@ def upload_goals(report: dict[str, Any]) -> list[Goal]:
         out.append(Goal(f"POST /predict p99 while {uploads.UPLOADERS} connections post uploads",
                         f"<= {uploads.GOAL_P99_MS:g} ms", f"{p99:.1f} ms", met["p99_under_uploads"]))
     return out
+
+
+def fuzz_goals(report: dict[str, Any]) -> list[Goal]:
+    """Issue 13's: adversarial entries through the codec and a real worker, and what 1 % of them costs."""
+    from digitstream.benchmarks import fuzz_stream
+
+    c, w, t = report["codec"], report["worker"], report["throughput"]
+    met = list(fuzz_stream.goals(report).values())
+    return [
+        Goal("fuzzer: entries through the codec, verdicts off the oracle", ">= 100,000, 0 exceptions, 0 off",
+             f"{c['entries']:,}, {c['exceptions']}, {c['mismatches']}", met[0]),
+        Goal("fuzzer: entries through a real worker, worker exits", ">= 5,000, 0 exits",
+             f"{w['entries']:,}, {w['exits_while_running']}", met[1]),
+        Goal("fuzzer: bad entries dead-lettered exactly once", "all of them, no valid one",
+             f"{w['bad_dead_lettered_once']:,} of {w['bad']:,}, {w['valid_dead_lettered']} valid", met[2]),
+        Goal("fuzzer: dead letters written by the snapshot passing them", "at every snapshot",
+             f"{w['snapshot_violations']} off in {w['snapshots_observed']}", met[3]),
+        Goal("fuzzer: weights equal the valid entries' alone", "bit for bit", str(w["weights_equal"]), met[4]),
+        Goal("throughput with 1 % bad entries vs clean", f">= {fuzz_stream.GOAL_RATIO:.0%}", f"{t['ratio']:.0%}",
+             met[5]),
+    ]  # fmt: skip
 
 
 def headline(report: dict[str, Any]) -> str:
@@ -322,7 +353,7 @@ def write_plots(report: dict[str, Any], out: Path) -> dict[str, Path]:
 
 def markdown(report: dict[str, Any], pictures: dict[str, Path], out: Path, command: str) -> str:
     """BENCHMARKS.md."""
-    from digitstream.benchmarks import learners, publisher, service, uploads, worker_ingest
+    from digitstream.benchmarks import fuzz_stream, learners, publisher, service, uploads, worker_ingest
 
     m = report["machine"]
     items = goals(report)
@@ -413,6 +444,16 @@ mode, refused formats), maximum JSON batches and /predict under an upload flood,
 
 {uploads.report_text(report["uploads"])}
 
+## Stream fuzzer
+
+Adversarial stream entries (`benchmarks/fuzz_entries.py`: hostile JSON of every kind, byte garbage,
+thousands of fields, fields of >= 10 MB) through the codec, a real worker process, and a burst
+worker's throughput with 1 % of them (`benchmarks/fuzz_stream.py`).
+
+```text
+{fuzz_stream.report_text(report["fuzz"])}
+```
+
 ## Reproduce
 
 ```bash
@@ -421,7 +462,8 @@ digitstream bench                 # or: python -m digitstream.benchmarks.suite; 
 ```
 
 Each part also runs alone: `python benchmarks/learners.py`, `python benchmarks/worker_ingest.py`,
-`python benchmarks/publisher.py`, `python benchmarks/service.py`, `python benchmarks/uploads.py`. The endurance run is
+`python benchmarks/publisher.py`, `python benchmarks/service.py`, `python benchmarks/uploads.py`,
+`python -m digitstream.benchmarks.fuzz_stream`. The endurance run is
 `python -m digitstream.benchmarks.endurance --minutes 10` (see docs/benchmarks.md).
 """
 

@@ -76,13 +76,15 @@ def _without_none(data: dict[str, Any], *names: str) -> dict[str, Any]:
 # -- the pieces ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Fault:
-    """Something that went wrong and was survived: ``redis`` (an outage), ``divergence`` (a skipped batch)."""
+    """Something that went wrong and was survived: ``redis`` (an outage), ``divergence`` (samples that made the
+    weights non-finite, dead-lettered), ``internal`` (entries that made decoding or learning raise,
+    dead-lettered), ``restart`` (workers restarting at one position)."""
 
     kind: str
     message: str
     at: float  # unix seconds
     samples_learned: int
-    skipped: int | None = None  # divergence: samples skipped
+    skipped: int | None = None  # divergence, internal: samples dead-lettered; restart: the starts
     seconds: float | None = None  # redis: how long it was unreachable
 
     def to_json(self) -> dict[str, Any]:
@@ -310,6 +312,7 @@ class WorkerStatus:
     fault_counts: dict[str, int] = field(default_factory=dict)  # by kind, cumulative
     drift_events_total: int = 0
     health: str = "ok"  # the worker's own view (observability.HEALTH_STATES), e.g. "crash-looping"
+    restarts: int = 0  # consecutive unclean starts at the position the worker continued from (worker.restarts)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -330,6 +333,7 @@ class WorkerStatus:
             "fault_counts": dict(self.fault_counts),
             "drift_events_total": self.drift_events_total,
             "health": self.health,
+            "restarts": self.restarts,
         }
 
     @classmethod
@@ -353,6 +357,7 @@ class WorkerStatus:
             fault_counts=get(d, "fault_counts", counts, where, {}),
             drift_events_total=get(d, "drift_events_total", integer, where, 0),
             health=get(d, "health", string, where, "ok"),
+            restarts=get(d, "restarts", integer, where, 0),
         )
 
 

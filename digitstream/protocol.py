@@ -17,6 +17,7 @@ hash tag ``{M}``, so on a Redis Cluster they all live in one slot and each scrip
                                        (sharded pub/sub on a cluster: the channel hashes like a key)
     {M}:worker:lease          string   id of the one active worker, with an expiry (PX)
     {M}:worker:status         string   JSON health of the active worker (contracts.WorkerStatus), with expiry
+    {M}:worker:restarts       hash     position, count: unclean starts at one stream position (a crash loop)
     {M}:service:pinned        string   version every service replica serves (absent: the latest)
     {M}:prediction:<id>       string   a served prediction's 784 pixels, kept for feedback (TTL)
     {M}:producer:<p>          hash     a publisher's fence: seq (highest appended), first, last (ids), owner (TTL)
@@ -29,7 +30,8 @@ Before version 0.3 the keys were ``M:samples``, ``M:snapshot:latest``, ... witho
 ``digitstream models migrate`` renames an existing deployment's keys (docs/cluster.md).
 
 Stream entry (canonical form): ``pixels`` = 784 raw bytes, row-major 28x28, 0 = background;
-``label`` = one ASCII digit. ``pixels`` may also be a JSON array text of 784 integers 0..255.
+``label`` = one ASCII digit. ``pixels`` may also be the JSON text of an array of 784 integers
+0..255, or of 28 rows of 28 (read by the strict parser ``pixels_json``, never by ``json``).
 Optionally ``producer`` (1-64 characters ``A-Z a-z 0-9 _ . : -``) and ``seq`` (decimal, 0..2**63-1),
 both or neither: the worker skips an entry whose ``seq`` is not above the highest it has learned
 from that producer (a resent duplicate; see ``Origin`` and docs/worker.md).
@@ -37,13 +39,14 @@ from that producer (a resent duplicate; see ``Origin`` and docs/worker.md).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from .pixels_json import PixelsJSONError, parse_json_pixels
 
 SCHEMA_VERSION = 1
 N_PIXELS = 784
@@ -126,6 +129,10 @@ class Keys:
     @property
     def worker_status(self) -> str:
         return f"{self.tag}:worker:status"
+
+    @property
+    def worker_restarts(self) -> str:
+        return f"{self.tag}:worker:restarts"
 
     @property
     def pinned(self) -> str:
@@ -258,7 +265,7 @@ def encode_origin(producer: str | bytes, seq: int) -> dict[bytes, bytes]:
 
 def decode_entry(fields: dict[bytes, bytes]) -> tuple[np.ndarray, int]:
     """(pixels (784,) uint8, label) of one stream entry, or InvalidSample with the reason."""
-    size = sum(len(k) + len(v) for k, v in fields.items())
+    size = sum(map(len, fields)) + sum(map(len, fields.values()))  # at C speed: an entry may have thousands
     if size > MAX_ENTRY_BYTES:
         raise InvalidSample(f"entry too large: {size} bytes (limit {MAX_ENTRY_BYTES})")
     if FIELD_LABEL not in fields:
@@ -344,16 +351,17 @@ def _decode_json_pixels(raw: bytes) -> np.ndarray:
             f"pixels: expected {N_PIXELS} raw bytes or a JSON array of {N_PIXELS} integers, got {len(raw)} bytes"
         )
     try:
-        values = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidSample(f"pixels: not valid JSON ({exc.__class__.__name__})") from None
-    if not isinstance(values, list) or not all(type(v) is int for v in values):
-        raise InvalidSample("pixels: JSON array must hold integers only")
-    if len(values) != N_PIXELS:
-        raise InvalidSample(f"pixels: expected {N_PIXELS} integers, got {len(values)}")
-    if any(v < 0 or v > 255 for v in values):
-        raise InvalidSample("pixels: values must be in 0..255")
-    return np.array(values, dtype=np.uint8)
+        return parse_json_pixels(raw)
+    except PixelsJSONError as exc:
+        raise InvalidSample(str(exc)) from None
+
+
+def internal_error(exc: BaseException) -> str:
+    """The dead-letter reason for an entry whose decoding or learning raised ``exc`` unexpectedly."""
+    message = " ".join(str(exc).split())
+    message = message if len(message) <= 200 else message[:197] + "..."
+    name = exc.__class__.__name__
+    return f"internal error: {name}: {message}" if message else f"internal error: {name}"
 
 
 @dataclass
@@ -437,6 +445,9 @@ def decode_entries(entries: Sequence[Sequence[Any]]) -> DecodedBatch:
         except InvalidSample as exc:
             rejects.append((entry_id, fields, str(exc)))
             continue
+        except Exception as exc:  # a codec bug must not stop the stream: the entry is dead-lettered
+            rejects.append((entry_id, fields, internal_error(exc)))
+            continue
         ids.append(entry_id)
         chunks.append(pixels.tobytes())
         labels.append(value)
@@ -449,11 +460,54 @@ def decode_entries(entries: Sequence[Sequence[Any]]) -> DecodedBatch:
     return DecodedBatch(ids, images, np.array(labels, dtype=np.int64), rejects, last_id, producers, seqs)
 
 
+#: A dead letter keeps at most this many of the entry's fields (the first ones, in entry order) ...
+DEADLETTER_MAX_FIELDS = 32
+#: ... each field value cut to this many bytes (a JSON pixel array of 784 values fits whole) ...
+DEADLETTER_VALUE_BYTES = 4 * 1024
+#: ... and all kept names and values together at most this many bytes (the entry limit).
+DEADLETTER_BUDGET_BYTES = MAX_ENTRY_BYTES
+#: Field names longer than this are dropped (the protocol's names are short).
+DEADLETTER_NAME_BYTES = 128
+FIELD_DROPPED = b"dropped_fields"
+LENGTH_SUFFIX = b":length"
+
+
 def deadletter_fields(entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> dict[bytes, bytes]:
-    """Dead-letter entry: the original fields plus the original id and the reason."""
-    out = {k: v for k, v in fields.items() if k not in (FIELD_ORIGINAL_ID, FIELD_REASON)}
+    """Dead-letter entry: the original fields (bounded) plus the original id and the reason.
+
+    A dead letter is at most ~17 KiB, whatever the entry: a value longer than
+    ``DEADLETTER_VALUE_BYTES`` (or than what is left of ``DEADLETTER_BUDGET_BYTES``) keeps its first
+    bytes, and a field ``<name>:length`` records its original length in bytes (decimal); fields
+    beyond the first ``DEADLETTER_MAX_FIELDS``, with a name over ``DEADLETTER_NAME_BYTES``, or past
+    the budget are dropped, and ``dropped_fields`` counts them. The fields the worker adds
+    (``original_id``, ``reason``, ``dropped_fields``, ``*:length``) replace originals of those names.
+
+    >>> dead = deadletter_fields(b"1-1", {b"pixels": b"x" * 10_000, b"label": b"7"}, "too long")
+    >>> len(dead[b"pixels"]), dead[b"pixels:length"], dead[b"label"], dead[b"reason"]
+    (4096, b'10000', b'7', b'too long')
+    """
+    out: dict[bytes, bytes] = {}
+    lengths: dict[bytes, bytes] = {}
+    budget, dropped = DEADLETTER_BUDGET_BYTES, 0
+    for seen, (name, value) in enumerate(fields.items()):
+        if len(out) >= DEADLETTER_MAX_FIELDS:
+            dropped += len(fields) - seen  # the rest, uncounted one by one (an entry may have thousands)
+            break
+        keep = min(len(value), DEADLETTER_VALUE_BYTES, budget - len(name))
+        if len(name) > DEADLETTER_NAME_BYTES or keep < min(len(value), 1):
+            dropped += 1
+            continue
+        out[name] = value[:keep] if keep < len(value) else value
+        if keep < len(value):
+            lengths[name + LENGTH_SUFFIX] = b"%d" % len(value)
+        budget -= len(name) + keep
+    for name in (FIELD_ORIGINAL_ID, FIELD_REASON, FIELD_DROPPED):
+        out.pop(name, None)
+    out.update(lengths)
+    if dropped:
+        out[FIELD_DROPPED] = b"%d" % dropped
     out[FIELD_ORIGINAL_ID] = entry_id
-    out[FIELD_REASON] = reason.encode("utf-8")
+    out[FIELD_REASON] = reason.encode("utf-8", "replace")[:1024]
     return out
 
 

@@ -82,13 +82,15 @@ def role_selectors(keys: Keys) -> dict[str, list[Selector]]:
     """
     snapshots = f"{keys.snapshot_prefix}*"  # latest, versions and every snapshot hash
     predictions = keys.prediction("*")
-    worker_keys = (keys.samples, keys.deadletter, snapshots, keys.lease, keys.worker_status, keys.readers)
+    worker_keys = (
+        keys.samples, keys.deadletter, snapshots, keys.lease, keys.worker_status, keys.readers, keys.worker_restarts,
+    )  # fmt: skip
     return {
         "worker": [
             Selector(
                 f"{_CONNECTION} {_SCRIPTS} +xread +xrange +xrevrange +xlen +xinfo|stream +xtrim +xadd +type +exists "
-                "+get +set +del +pexpire +hget +hgetall +hset +zadd +zrange +zcard +zscore +zrem +zremrangebyrank "
-                "+publish +spublish +time +info",
+                "+get +set +del +pexpire +hget +hgetall +hset +hincrby +zadd +zrange +zcard +zscore +zrem "
+                "+zremrangebyrank +publish +spublish +time +info",
                 keys=(*(f"~{key}" for key in worker_keys), f"%R~{keys.pinned}"),
                 channels=(keys.snapshot_events,),
             ),

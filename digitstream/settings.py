@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     )
     retention_max_len: int = Field(100_000, ge=0, description="learned entries kept in the stream")
     retention_max_age: float | None = Field(None, gt=0, description="seconds learned entries are kept")
+    deadletter_max_len: int = Field(
+        10_000, ge=1, le=10_000_000, description="dead letters kept (the newest; trimmed with MAXLEN ~)"
+    )
     lease_ttl: float = Field(3.0, gt=0.1, le=600, description="seconds before a dead worker's lease expires")
     rolling_window: int = Field(1000, ge=1, description="samples in the rolling accuracy")
     producers_max: int = Field(

@@ -50,6 +50,11 @@ class ServiceMetrics:
         self.pinned = Gauge("digitstream_model_pinned", "1 when a pinned version is served", registry=r)
         self.worker_lag = Gauge("digitstream_worker_lag", "Stream entries the worker has not learned yet", registry=r)
         self.worker_up = Gauge("digitstream_worker_up", "1 when a worker status is present in Redis", registry=r)
+        self.worker_restarts = Gauge(
+            "digitstream_worker_restarts",
+            "Unclean worker starts in a row at the position the worker continued from (3+: a crash loop)",
+            registry=r,
+        )
         self.redis_up = Gauge("digitstream_redis_up", "1 when the last Redis round trip succeeded", registry=r)
         self.pending = Gauge("digitstream_predictions_pending", "Predictions not yet written to Redis", registry=r)
         self._learner: LearnerCollector | None = None
@@ -72,6 +77,9 @@ class ServiceMetrics:
         self.pinned.set_function(lambda: float(bool(holder.current and holder.current.pinned)))
         self.worker_lag.set_function(lambda: _lag(holder))
         self.worker_up.set_function(lambda: float(holder.worker_status is not None))
+        self.worker_restarts.set_function(
+            lambda: float("nan") if holder.worker_status is None else float(holder.worker_status.restarts)
+        )
         self.redis_up.set_function(lambda: float(holder.redis_ok))
         self.pending.set_function(lambda: float(predictions.pending_count))
         if self._learner is not None:

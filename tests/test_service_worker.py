@@ -103,4 +103,8 @@ def test_samples_posted_to_the_service_reach_predictions_through_a_running_worke
     assert body["samples_learned"] == 500
     assert body["worker"] is not None and body["worker"]["state"] == "active"
     assert body["lag"] == 0
-    assert "digitstream_worker_up 1.0" in server.get("/metrics").text
+    assert body["worker"]["health"] == "ok", "a first start, not a crash loop"
+    metrics = server.get("/metrics").text
+    assert "digitstream_worker_up 1.0" in metrics
+    # its own start while at its starting position, none once it has moved on
+    assert "digitstream_worker_restarts 1.0" in metrics or "digitstream_worker_restarts 0.0" in metrics

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from digitstream.protocol import MAX_ENTRY_BYTES, N_PIXELS
+from digitstream.protocol import DEADLETTER_MAX_FIELDS, DEADLETTER_VALUE_BYTES, MAX_ENTRY_BYTES, N_PIXELS
 from digitstream.store import list_versions
-from digitstream.worker.commit import MAX_DEADLETTER_FIELDS, MAX_PENDING_DEADLETTERS
+from digitstream.worker.commit import MAX_PENDING_DEADLETTERS
 from tests.worker_support import latest, publish, publish_raw, reference
 
 RNG = np.random.default_rng(7)
@@ -29,7 +29,8 @@ def test_raw_and_json_pixels_are_learned_alike_in_stream_order(make_worker, redi
     redis_client.xadd(stream, {"pixels": IMAGES[0].tobytes(), "label": "3"})
     # what `redis-cli XADD {digitstream}:samples '*' label 1 pixels '[0,0,...]'` sends
     redis_client.execute_command("XADD", stream, "*", "label", "1", "pixels", json.dumps(IMAGES[1].tolist()))
-    redis_client.xadd(stream, {"pixels": json_pixels(IMAGES[2].tolist()).replace(b",", b", "), "label": "4"})
+    rows = json.dumps(IMAGES[2].reshape(28, 28).tolist(), indent=1).encode()  # 28 rows of 28, on many lines
+    redis_client.xadd(stream, {"pixels": rows, "label": "4"})
 
     worker.run(burst=True)
 
@@ -61,18 +62,30 @@ BAD_ENTRIES: dict[str, tuple[dict[bytes, bytes], str]] = {
     "JSON with 783 values": ({b"pixels": json_pixels([0] * 783), b"label": b"3"}, "got 783"),
     "JSON value above 255": ({b"pixels": json_pixels([0] * 783 + [256]), b"label": b"3"}, "0..255"),
     "JSON negative value": ({b"pixels": json_pixels([-1] + [0] * 783), b"label": b"3"}, "0..255"),
-    "JSON non-integer value": ({b"pixels": json_pixels([0] * 783 + [1.5]), b"label": b"3"}, "integers only"),
-    "JSON string value": ({b"pixels": json_pixels(["7"] + [0] * 783), b"label": b"3"}, "integers only"),
-    "JSON 28x28 rows": ({b"pixels": json_pixels([[0] * 28] * 28), b"label": b"3"}, "integers only"),
-    "not JSON": ({b"pixels": b"[1, 2, oops", b"label": b"3"}, "not valid JSON"),
-    "JSON not UTF-8": ({b"pixels": b"[\xff\xfe]", b"label": b"3"}, "not valid JSON"),
+    "JSON non-integer value": ({b"pixels": json_pixels([0] * 783 + [1.5]), b"label": b"3"}, "a fraction"),
+    "JSON integral float": ({b"pixels": json_pixels([0] * 783 + [1.0]), b"label": b"3"}, "a fraction"),
+    "JSON exponent": ({b"pixels": json_pixels([0] * 783).replace(b"0]", b"1E2]"), b"label": b"3"}, "exponent"),
+    "JSON string value": ({b"pixels": json_pixels(["7"] + [0] * 783), b"label": b"3"}, "a string"),
+    "JSON boolean": ({b"pixels": json_pixels([True] + [0] * 783), b"label": b"3"}, "a boolean"),
+    "JSON null": ({b"pixels": json_pixels([None] + [0] * 783), b"label": b"3"}, "null"),
+    "JSON NaN": ({b"pixels": json_pixels([float("nan")] + [0] * 783), b"label": b"3"}, "NaN"),
+    "JSON Infinity": ({b"pixels": json_pixels([float("inf")] + [0] * 783), b"label": b"3"}, "Infinity"),
+    "JSON plus sign": ({b"pixels": b"[+1" + json_pixels([0] * 783)[2:], b"label": b"3"}, "'+' sign"),
+    "JSON leading zero": ({b"pixels": b"[01" + json_pixels([0] * 783)[2:], b"label": b"3"}, "leading zero"),
+    "JSON rows of 27": ({b"pixels": json_pixels([[0] * 27] * 28), b"label": b"3"}, "28 rows of 28"),
+    "JSON 3 deep": ({b"pixels": json_pixels([[[0] * 28] * 28]), b"label": b"3"}, "nested 3 deep"),
+    "JSON 10,000 brackets": ({b"pixels": b"[" * 10_000, b"label": b"3"}, "unbalanced brackets"),
+    "JSON nested 5,000 deep": ({b"pixels": b"[" * 5_000 + b"]" * 5_000, b"label": b"3"}, "nested 5000 deep"),
+    "not JSON": ({b"pixels": b"[1, 2, oops", b"label": b"3"}, "found the byte b'o' at byte 7"),
+    "JSON not UTF-8": ({b"pixels": b"[\xff\xfe]", b"label": b"3"}, "found the byte b'\\xff'"),
+    "JSON two arrays": ({b"pixels": json_pixels([0] * 784) * 2, b"label": b"3"}, "more than one JSON value"),
     "label 10": ({b"pixels": GOOD, b"label": b"10"}, "label: must be one digit 0-9"),
     "label letter": ({b"pixels": GOOD, b"label": b"a"}, "label: must be one digit 0-9"),
     "label empty": ({b"pixels": GOOD, b"label": b""}, "label: must be one digit 0-9"),
     "label padded": ({b"pixels": GOOD, b"label": b" 7"}, "label: must be one digit 0-9"),
     "label UTF-16": ({b"pixels": GOOD, b"label": "7".encode("utf-16")}, "label: must be one digit 0-9"),
     "label non-ASCII digit": ({b"pixels": GOOD, b"label": "٧".encode()}, "label: must be one digit 0-9"),
-    "oversized entry": ({b"pixels": GOOD, b"label": b"3", b"note": b"x" * MAX_ENTRY_BYTES}, "entry too large"),
+    "oversized entry": ({b"pixels": GOOD, b"label": b"3", **{b"n%d" % i: b"x" * 4000 for i in range(4)}}, "too large"),
 }
 
 
@@ -92,7 +105,12 @@ def test_each_kind_of_malformed_entry_is_dead_lettered_with_its_fields_id_and_re
     [(_, dead)] = redis_client.xrange(worker.keys.deadletter)
     assert dead.pop(b"original_id") == bad_id
     assert reason in dead.pop(b"reason").decode()
-    assert dead == fields, "the original fields are kept as they were"
+    small = max(map(len, fields.values())) <= DEADLETTER_VALUE_BYTES
+    if small and sum(len(k) + len(v) for k, v in fields.items()) <= MAX_ENTRY_BYTES:
+        assert dead == fields, "the original fields are kept as they were"
+    else:  # a dead letter is bounded: longer values keep their first bytes and record their length
+        assert all(fields[k].startswith(v) for k, v in dead.items() if not k.endswith(b":length"))
+        assert any(k.endswith(b":length") for k in dead)
     snapshot = latest(redis_client, worker.keys)
     expected, _ = reference(worker.settings, IMAGES[:2], LABELS[:2])
     assert np.array_equal(snapshot.learner().weights, expected.weights), "the bad entry never touches the weights"
@@ -131,7 +149,7 @@ def test_a_flood_of_malformed_entries_forces_early_snapshots(make_worker, redis_
 
 def test_an_entry_with_thousands_of_fields_is_dead_lettered_with_the_first_ones(make_worker, redis_client) -> None:
     worker = make_worker()
-    fields = {b"f%d" % i: b"" for i in range(3 * MAX_DEADLETTER_FIELDS)}
+    fields = {b"f%d" % i: b"" for i in range(5000)}
     bad_id = redis_client.xadd(worker.keys.samples, fields)  # type: ignore[arg-type]
     publish(redis_client, worker.keys.samples, IMAGES[:1], LABELS[:1])
 
@@ -139,6 +157,38 @@ def test_an_entry_with_thousands_of_fields_is_dead_lettered_with_the_first_ones(
 
     [(_, dead)] = redis_client.xrange(worker.keys.deadletter)
     assert dead.pop(b"original_id") == bad_id
-    assert "fields kept" in dead.pop(b"reason").decode()
-    assert dead == dict(list(fields.items())[:MAX_DEADLETTER_FIELDS])
+    assert dead.pop(b"reason").startswith(b"entry too large")
+    assert dead.pop(b"dropped_fields") == b"%d" % (5000 - DEADLETTER_MAX_FIELDS)
+    assert dead == dict(list(fields.items())[:DEADLETTER_MAX_FIELDS])
     assert latest(redis_client, worker.keys).samples_learned == 1
+
+
+def test_a_20_mb_entry_becomes_a_dead_letter_of_a_few_kilobytes_that_records_its_length(
+    make_worker, redis_client
+) -> None:
+    worker = make_worker()
+    huge = bytes(range(256)) * (20_000_000 // 256)
+    bad_id = redis_client.xadd(worker.keys.samples, {b"label": b"3", b"pixels": huge})
+    publish(redis_client, worker.keys.samples, IMAGES[:1], LABELS[:1])
+
+    worker.run(burst=True)
+
+    [(_, dead)] = redis_client.xrange(worker.keys.deadletter)
+    assert dead[b"original_id"] == bad_id
+    assert dead[b"reason"].startswith(b"entry too large: %d bytes" % (len(huge) + 12))  # with the names
+    assert dead[b"pixels"] == huge[:DEADLETTER_VALUE_BYTES] and dead[b"pixels:length"] == b"%d" % len(huge)
+    assert dead[b"label"] == b"3"
+    assert redis_client.memory_usage(worker.keys.deadletter) < 64 * 1024
+    assert latest(redis_client, worker.keys).samples_learned == 1
+
+
+def test_the_dead_letter_stream_keeps_about_its_own_retention_length(make_worker, redis_client) -> None:
+    worker = make_worker(deadletter_max_len=200, batch_size=100)
+    ids = publish_raw(redis_client, worker.keys.samples, [{b"label": b"%d" % (i % 10)} for i in range(2000)])
+
+    worker.run(burst=True)
+
+    length = redis_client.xlen(worker.keys.deadletter)
+    assert 200 <= length <= 200 + 100, "MAXLEN ~ trims whole stream nodes (100 entries each by default)"
+    assert redis_client.xrevrange(worker.keys.deadletter, count=1)[0][1][b"original_id"] == ids[-1], "the newest kept"
+    assert latest(redis_client, worker.keys).meta["deadletter_count"] == 2000

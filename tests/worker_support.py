@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from digitstream.learner import Learner, new_learner
+from digitstream.learner import Learner, learner_from_state, new_learner
 from digitstream.protocol import Keys, encode_sample
 from digitstream.settings import Settings
 from digitstream.snapshot import Snapshot
@@ -47,6 +47,22 @@ def reference(settings: Settings, images: np.ndarray, labels: np.ndarray) -> tup
     learner = new_learner(settings.hyper_parameters())
     predictions = learner.learn_many(images, labels) if len(labels) else np.zeros(0, dtype=np.int8)
     return learner, predictions
+
+
+def reference_without_offenders(
+    settings: Settings, images: np.ndarray, labels: np.ndarray
+) -> tuple[Learner, list[int]]:
+    """A learner trained one sample at a time, leaving out (undoing) each sample that makes its weights
+    non-finite: the divergence guard's specification. Returns it and the positions left out."""
+    learner = new_learner(settings.hyper_parameters())
+    offenders: list[int] = []
+    for i in range(len(labels)):
+        before = learner.state()
+        learner.learn_many(images[i : i + 1], labels[i : i + 1])
+        if not learner.is_finite():
+            learner = learner_from_state(before)
+            offenders.append(i)
+    return learner, offenders
 
 
 def state_difference(a: Learner, b: Learner) -> float:

@@ -57,7 +57,6 @@ log = logging.getLogger("digitstream.worker")
 
 MAX_PENDING_DEADLETTERS = 1000  # a burst of bad entries forces an early snapshot (bounded script arguments)
 MAX_PENDING_DEADLETTER_BYTES = 8 * 1024 * 1024
-MAX_DEADLETTER_FIELDS = 1000  # Lua's unpack() in the snapshot script takes at most a few thousand values
 
 
 class Commits:
@@ -91,11 +90,8 @@ class Commits:
 
     # -- between snapshots ----------------------------------------------------------------------
     def dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
-        """Buffer a malformed entry for the next snapshot (the first ``MAX_DEADLETTER_FIELDS`` fields of it)."""
+        """Buffer a malformed entry for the next snapshot, bounded (``protocol.deadletter_fields``)."""
         self.deadletter_reasons = add_count(self.deadletter_reasons, deadletter_class(reason))
-        if len(fields) > MAX_DEADLETTER_FIELDS:
-            reason = f"{reason} (only the first {MAX_DEADLETTER_FIELDS} of {len(fields)} fields kept)"
-            fields = dict(list(fields.items())[:MAX_DEADLETTER_FIELDS])
         entry = deadletter_fields(entry_id, fields, reason)
         self.deadletters.append(entry)
         self._deadletter_bytes += sum(len(k) + len(v) for k, v in entry.items())
@@ -117,6 +113,12 @@ class Commits:
             return True
         return self.has_news(position, faults_seen) and time.monotonic() - self._time >= s.snapshot_interval
 
+    def due_in_ms(self, position: Position, faults_seen: int) -> int | None:
+        """Milliseconds until ``snapshot_interval`` makes a snapshot due (None without news to commit)."""
+        if not self.has_news(position, faults_seen):
+            return None
+        return int(max(0.0, self.settings.snapshot_interval - (time.monotonic() - self._time)) * 1000)
+
     # -- the snapshot ---------------------------------------------------------------------------
     def commit(
         self, learner: Learner, position: Position, metrics: OnlineMetrics, health: Health,
@@ -135,6 +137,8 @@ class Commits:
         minid, maxlen = self.trim(position.last_id, created_at)
         keep_lease()  # after an outage longer than the TTL: claim it again rather than lose the state
         self.version = self.parent = self._write(snapshot, meta, minid, maxlen, keep_lease)
+        if self.deadletters:
+            self._trim_deadletters()
         self.deadletters, self._deadletter_bytes = [], 0
         self._entries, self._faults, self._time = position.entries_consumed, health.faults_seen, started
         return self.version
@@ -165,6 +169,15 @@ class Commits:
         # from then on the MINID above already keeps the stream to that length.
         knows_max_len = self.consumed_ids.nth_newest(s.retention_max_len) is not None
         return minid, 0 if knows_max_len else s.retention_max_len
+
+    def _trim_deadletters(self) -> None:
+        """Keep the dead-letter stream to about ``deadletter_max_len`` entries (``MAXLEN ~``: whole nodes).
+
+        After the snapshot that added them, not inside its script: a lost trim (a crash, an outage)
+        only defers it to the next snapshot with dead letters, and it never touches the samples.
+        """
+        key, limit = self.keys.deadletter, self.settings.deadletter_max_len
+        self.retry(lambda: self.client.xtrim(key, maxlen=limit, approximate=True))
 
     def _write(
         self, snapshot: Snapshot, meta: SnapshotMeta, minid: str | None, maxlen: int, keep_lease: Callable[[], None]

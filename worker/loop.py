@@ -16,10 +16,15 @@ overlap with learning (a learner thread running the numba kernel, which releases
 next batch is read while the previous one is learned. Metrics, the divergence check and snapshots
 happen between batches, when the learner is idle, so every snapshot is consistent.
 
-**Divergence guard.** The learner state is copied at the start of each batch; if the batch leaves
-non-finite weights, that copy is restored, the batch is skipped (the position moves past it, so
-the worker does not loop on it), a ``divergence`` fault is recorded and logged as an ERROR, and
-learning goes on. A non-finite state is never written.
+**Divergence guard, and faults narrowed to entries** (``worker.isolate``). The learner state is
+copied at the start of each batch; if the batch leaves non-finite weights, or learning raises,
+that copy is restored and the batch bisected down to the samples that cause it: they are
+dead-lettered (``diverged``, or ``internal error: ...``), every other sample is learned, a
+``divergence`` (or ``internal``) fault is recorded and logged as an ERROR, and learning goes
+on. The same holds for a read whose decoding raises. A non-finite state is never written.
+
+**Crash loops.** Each start is counted per position (``worker.restarts``); a worker that keeps
+restarting at one position reports it (a ``crash-loop`` fault, the ``crash-looping`` health).
 """
 
 from __future__ import annotations
@@ -34,18 +39,20 @@ from typing import Any
 
 from digitstream.connections import RedisClient
 from digitstream.contracts import WorkerState, WorkerStatus
-from digitstream.learner import Learner, LearnerState, learner_from_state, new_learner
+from digitstream.learner import Learner, new_learner
 from digitstream.migration import refuse_legacy
-from digitstream.protocol import DecodedBatch, decode_entries
+from digitstream.protocol import DecodedBatch
 from digitstream.settings import Settings
 from digitstream.store import LeaseLost, latest_version
 
 from .commit import Commits, load_latest
 from .dedupe import Producers
+from .isolate import DIVERGED, Learned, as_fields, decode_isolating, learn_guarded
 from .lease import Claim, Lease
 from .metrics import ROLLING_ARRAY, OnlineMetrics
 from .position import Position
 from .reader import StreamReader
+from .restarts import clear, record_start
 from .retry import CONNECTION_ERRORS, RedisRetry, WorkerStopped
 from .status import Health
 
@@ -54,12 +61,16 @@ log = logging.getLogger("digitstream.worker")
 
 @dataclass
 class _InFlight:
-    """A batch being learned in the learner thread; its result is the undo state if it diverged."""
+    """A batch being learned in the learner thread, and the read it came from (for dead letters)."""
 
     batch: DecodedBatch
-    entry_ids: list[bytes]
-    future: Future[LearnerState | None]
+    entries: list[list[Any]]
+    future: Future[Learned]
     duplicates: int = 0
+
+    @property
+    def entry_ids(self) -> list[bytes]:
+        return [entry[0] for entry in self.entries]
 
 
 class Worker:
@@ -127,6 +138,7 @@ class Worker:
                     break
                 try:
                     self._learn(executor, burst)
+                    self.retry(lambda: clear(self.client, self.keys.worker_restarts))  # a clean stop
                     break
                 except LeaseLost as exc:
                     log.warning("lost the lease of model %r (%s); back to standby", self.keys.model, exc)
@@ -145,7 +157,7 @@ class Worker:
                 self._heartbeat()
                 entries = self._read(block=not burst)
                 # Decoded while the previous batch is still being learned.
-                batch = decode_entries(entries) if entries else None
+                batch = decode_isolating(entries) if entries else None
                 if in_flight is not None:
                     self._finish(in_flight)
                     in_flight = None
@@ -157,7 +169,7 @@ class Worker:
                     continue
                 if self._stopping:
                     break  # the read-ahead is not committed: the next run reads it again
-                in_flight = self._start(executor, batch, [entry_id for entry_id, _ in entries])
+                in_flight = self._start(executor, batch, entries)
             if in_flight is not None:
                 self._finish(in_flight)
                 in_flight = None
@@ -169,61 +181,58 @@ class Worker:
 
     def _read(self, block: bool) -> list[list[Any]]:
         try:
-            return self.retry(lambda: self.reader.read(self.keys.samples, self.position.read_id, block))
+            limit = self.commits.due_in_ms(self.position, self.health.faults_seen)  # dead letters wait no longer
+            return self.retry(lambda: self.reader.read(self.keys.samples, self.position.read_id, block, limit))
         except WorkerStopped:
             return []
 
-    def _start(self, executor: ThreadPoolExecutor, batch: DecodedBatch, entry_ids: list[bytes]) -> _InFlight | None:
+    def _start(self, executor: ThreadPoolExecutor, batch: DecodedBatch, entries: list[list[Any]]) -> _InFlight | None:
         """Hand a decoded read to the learner thread (None if it has nothing to learn)."""
         assert self.learner is not None
         self.position.read(batch.last_id)
         batch, duplicates = self.producers.filter(batch)  # here, not at the read: a stopping worker's read-ahead
         if not batch.ids:  # must leave the marks as the snapshot's position does
-            self._consume(batch, entry_ids, duplicates=duplicates)
+            self._consume(batch, [entry[0] for entry in entries], duplicates=duplicates)
             return None
         future = executor.submit(self._learn_batch, self.learner, batch)
-        return _InFlight(batch, entry_ids, future, duplicates)
+        return _InFlight(batch, entries, future, duplicates)
 
-    def _learn_batch(self, learner: Learner, batch: DecodedBatch) -> LearnerState | None:
-        """In the learner thread: learn and score a batch; returns the state before it if it diverged.
+    def _learn_batch(self, learner: Learner, batch: DecodedBatch) -> Learned:
+        """In the learner thread: learn and score a batch, leaving out the samples that raise or diverge.
 
         Only this thread touches the learner and the metrics while a batch is in flight; the main
         thread reads the next batch meanwhile and waits for this one before anything else.
         """
-        checkpoint = learner.state()  # the divergence guard's undo: ~0.1 MB copied per batch, 1.6 MB for mlp
-        predictions = learner.learn_many(batch.images, batch.labels)
-        if not learner.is_finite():
-            return checkpoint
-        self.metrics.update(predictions, batch.labels)  # logs the drift it flags
-        return None
+        learned = learn_guarded(learner, batch.images, batch.labels)  # one state copy per batch: the undo
+        self.metrics.update(learned.predictions, batch.labels[learned.keep])  # logs the drift it flags
+        return learned
 
     def _finish(self, job: _InFlight) -> None:
-        """Wait for a batch's learning, undo it if it diverged, move the position past it."""
-        checkpoint = job.future.result()
-        skipped = self._revert(job, checkpoint) if checkpoint is not None else 0
-        self._consume(job.batch, job.entry_ids, skipped, job.duplicates)
+        """Wait for a batch's learning, dead-letter the samples it left out, move the position past it."""
+        learned = job.future.result()
+        self.learner = learned.learner
+        if learned.offenders:
+            self._left_out(job, learned)
+        self._consume(job.batch, job.entry_ids, duplicates=job.duplicates, dead=len(learned.offenders))
 
-    def _revert(self, job: _InFlight, checkpoint: LearnerState) -> int:
-        """Divergence guard: restore the state from before the batch; returns the samples skipped."""
-        skipped = len(job.batch.ids)
-        self.learner = learner = learner_from_state(checkpoint)
-        lr = learner.params.learning_rate
-        message = (
-            f"weights became non-finite while learning {skipped} samples after {learner.n_samples:,} "
-            f"(rule {learner.params.rule}, learning rate {lr:g}: probably too large); reverted to the "
-            f"state before the batch, skipped it, and continuing"
-        )
-        self.health.fault("divergence", message, learner.n_samples, skipped=skipped)
-        log.error("divergence: %s", message)
-        return skipped
+    def _left_out(self, job: _InFlight, learned: Learned) -> None:
+        """Dead letters (with the entries' original fields) and faults for the samples a batch left out."""
+        fields = {entry[0]: entry[1] for entry in job.entries}
+        for index, reason in learned.offenders:
+            entry_id = job.batch.ids[index]
+            self.commits.dead_letter(entry_id, as_fields(fields.get(entry_id)), reason)
+        reasons = [reason for _, reason in learned.offenders]
+        failed = [reason for reason in reasons if reason != DIVERGED]
+        params = learned.learner.params
+        self.health.left_out(len(reasons) - len(failed), failed, len(job.batch.ids), params, self.samples_learned)
 
-    def _consume(self, batch: DecodedBatch, entry_ids: list[bytes], skipped: int = 0, duplicates: int = 0) -> None:
+    def _consume(self, batch: DecodedBatch, entry_ids: list[bytes], duplicates: int = 0, dead: int = 0) -> None:
         """Move the position past a finished read: its rejects become dead letters."""
         for entry_id, fields, reason in batch.rejects:
             self.commits.dead_letter(entry_id, fields, reason)
         self.commits.consumed(entry_ids)
-        dead = len(batch.rejects)
-        self.position.consume(batch.last_id, len(entry_ids), self.samples_learned, dead, skipped, duplicates)
+        dead += len(batch.rejects)
+        self.position.consume(batch.last_id, len(entry_ids), self.samples_learned, dead, 0, duplicates)
 
     def _snapshot(self, final: bool = False) -> None:
         """Commit state, position, dead letters and trim together, as the next version; then report it."""
@@ -247,6 +256,7 @@ class Worker:
                 return False
             if claim != Claim.HELD_BY_OTHER:
                 self.retry(self._load)
+                self._count_start()
                 self.state = "active"
                 log.info(
                     "active for model %r as %s: %s samples learned, continuing after stream id %s",
@@ -262,6 +272,12 @@ class Worker:
             self.health.publish(self._status(), only_if_absent=True)
             self.retry.sleep(min(0.5, self.settings.lease_ttl / 4))
         return False
+
+    def _count_start(self) -> None:
+        """Count this start at the loaded position; report a crash loop (``worker.restarts``)."""
+        position = self.position.last_id
+        starts = self.retry(lambda: record_start(self.client, self.keys.worker_restarts, position))
+        self.health.started(starts, position, self.samples_learned)
 
     def _heartbeat(self) -> None:
         """Renew the lease and publish the status, every heartbeat period."""

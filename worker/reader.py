@@ -30,8 +30,9 @@ class StreamReader:
             self._client = redis.Redis(connection_pool=client.connection_pool)
             self._client.set_response_callback("XREAD", _raw_reply)
 
-    def read(self, stream: str, after: str, block: bool) -> list[list[Any]]:
-        block_ms = self.block_ms if block else None
+    def read(self, stream: str, after: str, block: bool, limit_ms: int | None = None) -> list[list[Any]]:
+        """``limit_ms`` shortens a blocking read (never below 1 ms): a snapshot falls due by then."""
+        block_ms = (self.block_ms if limit_ms is None else max(1, min(self.block_ms, limit_ms))) if block else None
         response: Any = self._client.xread({stream: after}, count=self.batch_size, block=block_ms)
         if not response:
             return []

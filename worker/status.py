@@ -8,8 +8,9 @@
   consumed (``entries_consumed`` in the snapshot); on Redis 6.2 a server-side count of the entries
   after the position, capped at ``LAG_CAP`` (reported as at least that, ``lag_at_least``).
   Measured once per snapshot, as is the throughput (samples learned per second since the last one).
-* **Faults** survived (a Redis outage, a diverging batch) are kept, the newest ``MAX_FAULTS``,
-  in the status and in every snapshot.
+* **Faults** survived (a Redis outage, diverging samples, entries that raised, a crash loop) are
+  kept, the newest ``MAX_FAULTS``, in the status and in every snapshot.
+* **Learning health** (``ok``, ``crash-looping``) and ``restarts``: see ``worker.restarts``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ import redis
 
 from digitstream.connections import RedisClient
 from digitstream.contracts import Fault, MetricsReport, WorkerState, WorkerStatus
+from digitstream.learner import HyperParameters
 from digitstream.observability import add_count, fault_kind
 from digitstream.settings import Settings
 
 from .position import Position
+from .restarts import CRASH_LOOP_STARTS
 from .retry import RedisRetry
 
 log = logging.getLogger("digitstream.worker")
@@ -69,6 +72,8 @@ class Health:
         self._next_beat = 0.0
         self._next_log = 0.0
         self._count_after = client.register_script(_COUNT_AFTER)
+        self.restarts = 0  # unclean starts at start_position (worker.restarts)
+        self.start_position: str | None = None
 
     # -- heartbeat ------------------------------------------------------------------------------
     def beat_due(self) -> bool:
@@ -83,6 +88,40 @@ class Health:
         """Make the next ``beat_due`` true (after an outage the lease may have expired)."""
         self._next_beat = 0.0
 
+    def started(self, restarts: int, position: str, samples_learned: int) -> None:
+        """The worker became active at ``position``, the ``restarts``-th unclean start there (a crash loop from
+        ``CRASH_LOOP_STARTS``: a ``restart`` fault and an ERROR)."""
+        self.restarts, self.start_position = restarts, position
+        if restarts >= CRASH_LOOP_STARTS:
+            message = (
+                f"started {restarts} times in a row at stream id {position} without getting past it or stopping "
+                f"cleanly: what follows it may crash the worker (see its logs)"
+            )
+            self.fault("restart", message, samples_learned, skipped=restarts)
+            log.error("crash loop: %s", message)
+
+    def left_out(
+        self, diverged: int, failed: list[str], batch_size: int, params: HyperParameters, samples_learned: int
+    ) -> None:
+        """Faults for the samples of a batch that were dead-lettered instead of learned (``worker.isolate``)."""
+        if diverged:
+            message = (
+                f"{diverged} of {batch_size} samples made the weights non-finite after {samples_learned:,} samples "
+                f"(rule {params.rule}, learning rate {params.learning_rate:g}: probably too large); dead-lettered "
+                f"them as 'diverged', learned the others, and continuing"
+            )
+            self.fault("divergence", message, samples_learned, skipped=diverged)
+            log.error("divergence: %s", message)
+        if failed:
+            message = f"learning raised for {len(failed)} samples, dead-lettered ({failed[0]}); continuing"
+            self.fault("internal", message, samples_learned, skipped=len(failed))
+            log.error("internal error: %s", message)
+
+    def learning_health(self, position: Position) -> str:
+        """``crash-looping`` from ``CRASH_LOOP_STARTS`` starts at one position until it moves, else ``ok``."""
+        looping = self.restarts >= CRASH_LOOP_STARTS and position.last_id == self.start_position
+        return "crash-looping" if looping else "ok"
+
     def status(
         self, worker_id: str, state: WorkerState, position: Position, version: int | None,
         deadletter_reasons: dict[str, int] | None = None, drift_events_total: int = 0,
@@ -94,6 +133,8 @@ class Health:
             deadletter_count=position.deadletter_count, faults=self.faults,
             duplicates_skipped=position.duplicates_skipped, deadletter_reasons=dict(deadletter_reasons or {}),
             fault_counts=dict(self.fault_counts), drift_events_total=drift_events_total,
+            health=self.learning_health(position),
+            restarts=self.restarts if position.last_id == self.start_position else 0,
         )  # fmt: skip
 
     def publish(self, status: WorkerStatus, *, only_if_absent: bool = False) -> None:
