@@ -68,7 +68,10 @@ class Settings(BaseSettings):
     )
 
     # -- worker ---------------------------------------------------------------------------
-    batch_size: int = Field(1000, ge=1, le=100_000, description="entries per blocking stream read")
+    batch_size: int = Field(
+        1000, ge=1, le=100_000, description="entries per blocking stream read, and samples per learned batch"
+    )
+    pack_max: int = Field(1024, ge=1, le=16384, description="samples a packed stream entry may hold")
     block_ms: int = Field(200, ge=1, le=60_000, description="how long one read waits for new entries")
     snapshot_every: int = Field(100_000, ge=1, description="samples between snapshots")
     snapshot_interval: float = Field(0.5, gt=0, le=3600, description="seconds between snapshots")

@@ -70,7 +70,7 @@ class Commits:
 
     def __init__(
         self, settings: Settings, client: RedisClient, worker_id: str, retry: RedisRetry,
-        version: int | None = None, entries_consumed: int = 0, parent: int | None = None,
+        version: int | None = None, samples_passed: int = 0, parent: int | None = None,
         deadletter_reasons: dict[str, int] | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings
@@ -85,7 +85,7 @@ class Commits:
         self._deadletter_bytes = 0
         # By reason class over the model's life; committed with the dead letters themselves.
         self.deadletter_reasons: dict[str, int] = dict(deadletter_reasons or {})
-        self._entries = entries_consumed  # at the last snapshot: what the next one has news beyond
+        self._passed = samples_passed  # at the last snapshot: what the next one has news beyond
         self._faults = 0
         self._time = time.monotonic()
 
@@ -106,12 +106,12 @@ class Commits:
         self.consumed_ids.extend(entry_ids)
 
     def has_news(self, position: Position, faults_seen: int) -> bool:
-        return position.entries_consumed > self._entries or faults_seen > self._faults
+        return position.samples_passed > self._passed or faults_seen > self._faults
 
     def due(self, position: Position, faults_seen: int) -> bool:
-        """Every ``snapshot_every`` entries, on a burst of dead letters, or ``snapshot_interval`` after news."""
+        """Every ``snapshot_every`` samples, on a burst of dead letters, or ``snapshot_interval`` after news."""
         s = self.settings
-        if position.entries_consumed - self._entries >= s.snapshot_every:
+        if position.samples_passed - self._passed >= s.snapshot_every:
             return True
         if len(self.deadletters) >= MAX_PENDING_DEADLETTERS or self._deadletter_bytes >= MAX_PENDING_DEADLETTER_BYTES:
             return True
@@ -136,7 +136,7 @@ class Commits:
         keep_lease()  # after an outage longer than the TTL: claim it again rather than lose the state
         self.version = self.parent = self._write(snapshot, meta, minid, maxlen, keep_lease)
         self.deadletters, self._deadletter_bytes = [], 0
-        self._entries, self._faults, self._time = position.entries_consumed, health.faults_seen, started
+        self._passed, self._faults, self._time = position.samples_passed, health.faults_seen, started
         return self.version
 
     def meta(
@@ -148,6 +148,7 @@ class Commits:
             learner=LearnerDescriptor.from_json(state.meta()), entries_consumed=position.entries_consumed,
             model=self.keys.model, created_at=created_at, deadletter_count=position.deadletter_count,
             samples_skipped=position.samples_skipped, duplicates_skipped=position.duplicates_skipped,
+            offset=position.offset,
             metrics=metrics, faults=health.faults, deadletter_reasons=dict(self.deadletter_reasons),
             fault_counts=dict(health.fault_counts), worker_id=self.worker_id, stream=self.keys.samples,
             settings=WorkerSettings(
@@ -216,7 +217,7 @@ class Commits:
         except ValueError:  # not ours: ours is valid JSON that follows the contract
             return None
         same = all(
-            getattr(stored, k) == getattr(meta, k) for k in ("worker_id", "created_at", "last_id", "entries_consumed")
+            getattr(stored, k) == getattr(meta, k) for k in ("worker_id", "created_at", "last_id", "entries_consumed", "offset")
         )
         return version if same else None
 

@@ -10,6 +10,8 @@ The rooms around it (see also docs/worker.md):
 * ``worker.status``: the status key (heartbeat), lag, throughput, faults, progress lines.
 * ``worker.retry``: Redis outages, retried with capped backoff; the learner stays in memory.
 * ``worker.dedupe``: each producer's highest sequence number; entries sent twice are skipped.
+* ``worker.pieces``: a read with packed entries learned in batches of ``batch_size`` samples,
+  cut inside an entry if need be (the position then records the offset in it).
 
 **Throughput.** Reading and decoding (redis-py + hiredis, the main thread, holding the GIL)
 overlap with learning (a learner thread running the numba kernel, which releases the GIL): the
@@ -28,6 +30,7 @@ import logging
 import os
 import socket
 import uuid
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +47,7 @@ from .commit import Commits, load_latest
 from .dedupe import Producers
 from .lease import Claim, Lease
 from .metrics import ROLLING_ARRAY, OnlineMetrics
+from .pieces import Piece, pieces, skip_consumed
 from .position import Position
 from .reader import StreamReader
 from .retry import CONNECTION_ERRORS, RedisRetry, WorkerStopped
@@ -140,12 +144,13 @@ class Worker:
 
     def _learn(self, executor: ThreadPoolExecutor, burst: bool) -> None:
         in_flight: _InFlight | None = None
+        pending: deque[Piece] = deque()  # pieces of the last read not yet handed to the learner
         try:
             while not self._stopping:
                 self._heartbeat()
-                entries = self._read(block=not burst)
-                # Decoded while the previous batch is still being learned.
-                batch = decode_entries(entries) if entries else None
+                if not pending:  # read and decoded while the previous batch is still being learned
+                    pending.extend(self._decoded(self._read(block=not burst)))
+                batch, entry_ids = pending.popleft() if pending else (None, [])
                 if in_flight is not None:
                     self._finish(in_flight)
                     in_flight = None
@@ -157,7 +162,7 @@ class Worker:
                     continue
                 if self._stopping:
                     break  # the read-ahead is not committed: the next run reads it again
-                in_flight = self._start(executor, batch, [entry_id for entry_id, _ in entries])
+                in_flight = self._start(executor, batch, entry_ids)
             if in_flight is not None:
                 self._finish(in_flight)
                 in_flight = None
@@ -173,10 +178,21 @@ class Worker:
         except WorkerStopped:
             return []
 
-    def _start(self, executor: ThreadPoolExecutor, batch: DecodedBatch, entry_ids: list[bytes]) -> _InFlight | None:
-        """Hand a decoded read to the learner thread (None if it has nothing to learn)."""
-        assert self.learner is not None
+    def _decoded(self, entries: list[list[Any]]) -> list[Piece]:
+        """A read decoded, without what the snapshot already holds of its first entry, in learnable pieces."""
+        if not entries:
+            return []
+        batch = decode_entries(entries, self.settings.pack_max)
+        first_id = entries[0][0]
+        if self.position.offset and self.position.read_id == self.position.last_id:  # resuming inside an entry
+            batch = skip_consumed(batch, first_id, self.position.offset)
         self.position.read(batch.last_id)
+        self.reader.measured(len(entries), len(batch.ids) + len(batch.rejects))
+        return pieces(batch, [entry_id for entry_id, _ in entries], self.settings.batch_size)
+
+    def _start(self, executor: ThreadPoolExecutor, batch: DecodedBatch, entry_ids: list[bytes]) -> _InFlight | None:
+        """Hand a decoded piece of a read to the learner thread (None if it has nothing to learn)."""
+        assert self.learner is not None
         batch, duplicates = self.producers.filter(batch)  # here, not at the read: a stopping worker's read-ahead
         if not batch.ids:  # must leave the marks as the snapshot's position does
             self._consume(batch, entry_ids, duplicates=duplicates)
@@ -223,7 +239,9 @@ class Worker:
             self.commits.dead_letter(entry_id, fields, reason)
         self.commits.consumed(entry_ids)
         dead = len(batch.rejects)
-        self.position.consume(batch.last_id, len(entry_ids), self.samples_learned, dead, skipped, duplicates)
+        self.position.consume(
+            batch.last_id, len(entry_ids), self.samples_learned, dead, skipped, duplicates, batch.partial
+        )
 
     def _snapshot(self, final: bool = False) -> None:
         """Commit state, position, dead letters and trim together, as the next version; then report it."""
@@ -303,7 +321,7 @@ class Worker:
         self.metrics = OnlineMetrics.restore(meta.metrics, snapshot.arrays.get(ROLLING_ARRAY), s.rolling_window)
         self.health = Health(s, self.client, retry, meta.faults, learner.n_samples, meta.fault_counts)
         self.commits = Commits(
-            s, self.client, self.worker_id, retry, snapshot.version, meta.entries_consumed,
+            s, self.client, self.worker_id, retry, snapshot.version, self.position.samples_passed,
             parent=latest, deadletter_reasons=meta.deadletter_reasons,
         )  # fmt: skip
         self.producers = Producers.restore(snapshot.arrays, s.producers_max, s.producer_ttl)

@@ -20,10 +20,17 @@ class StreamReader:
     parses replies in its per-node clients, out of reach: on a cluster the reader gets dicts
     (about a third slower to read, measured in docs/cluster.md). A blocking read
     waits at most ``block_ms``, never longer than a heartbeat period, so the lease is renewed in time.
+
+    With packed entries (many samples each) a read of ``batch_size`` entries would hold
+    ``batch_size`` x ``pack_max`` samples: after each read (``measured``) the count becomes about
+    ``batch_size`` samples' worth of entries of the size just read (at least 1), so a read holds
+    about ``batch_size`` samples whatever the entries. The first read after a stream of classic
+    entries turns packed may still hold up to ``batch_size`` packed entries.
     """
 
     def __init__(self, settings: Settings, client: RedisClient) -> None:
         self.batch_size = settings.batch_size
+        self.count = settings.batch_size
         self.block_ms = max(1, min(settings.block_ms, int(heartbeat_period(settings) * 1000)))
         self._client: RedisClient = client
         if isinstance(client, redis.Redis):
@@ -32,11 +39,16 @@ class StreamReader:
 
     def read(self, stream: str, after: str, block: bool) -> list[list[Any]]:
         block_ms = self.block_ms if block else None
-        response: Any = self._client.xread({stream: after}, count=self.batch_size, block=block_ms)
+        response: Any = self._client.xread({stream: after}, count=self.count, block=block_ms)
         if not response:
             return []
         # RESP3 answers a map {stream: entries}, RESP2 a list [[stream, entries]]; one stream either way.
         return next(iter(response.values())) if isinstance(response, dict) else response[0][1]
+
+    def measured(self, entries: int, samples: int) -> None:
+        """A read of ``entries`` entries held ``samples`` samples: the next read asks for ``batch_size`` samples' worth."""
+        if entries and samples:
+            self.count = max(1, min(self.batch_size, self.batch_size * entries // samples))
 
 
 def _raw_reply(response: Any, **options: Any) -> Any:

@@ -4,9 +4,11 @@
   strict JSON, written at every heartbeat (at least 3 times per lease period) and after every
   snapshot, with an expiry of twice the lease, so a dead worker's status disappears. A standby
   writes it only when no active worker reports.
-* **Lag.** ``XINFO STREAM``'s ``entries-added`` (Redis >= 7) minus the entries this model has
-  consumed (``entries_consumed`` in the snapshot); on Redis 6.2 a server-side count of the entries
-  after the position, capped at ``LAG_CAP`` (reported as at least that, ``lag_at_least``).
+* **Lag**, in samples. ``XINFO STREAM``'s ``entries-added`` (Redis >= 7) minus the entries this model
+  has consumed (``entries_consumed`` in the snapshot); on Redis 6.2 a server-side count of the entries
+  after the position, capped at ``LAG_CAP`` (reported as at least that, ``lag_at_least``). Entries
+  become samples at the mean number of samples per entry consumed so far (exact for classic entries,
+  and for packed entries of one size), less the ``offset`` already consumed inside a packed entry.
   Measured once per snapshot, as is the throughput (samples learned per second since the last one).
 * **Faults** survived (a Redis outage, a diverging batch) are kept, the newest ``MAX_FAULTS``,
   in the status and in every snapshot.
@@ -136,11 +138,11 @@ class Health:
             return
         added = info.get("entries-added")
         if added is not None:
-            self.lag, self.lag_at_least = max(0, int(added) - position.entries_consumed), False
+            self.lag, self.lag_at_least = position.samples_behind(int(added) - position.entries_consumed), False
             return
         start = f"({position.last_id}"
         count = int(self.retry(lambda: self._count_after(keys=[key], args=[start, LAG_CAP + 1])))
-        self.lag, self.lag_at_least = min(count, LAG_CAP), count > LAG_CAP
+        self.lag, self.lag_at_least = position.samples_behind(min(count, LAG_CAP)), count > LAG_CAP
 
     def with_measures(self, report: MetricsReport) -> MetricsReport:
         """The metrics report with this worker's throughput and lag, as a snapshot stores it."""
