@@ -45,6 +45,7 @@ FIELD_INDEX = b"index"  # of a dead-lettered sample inside its packed entry
 DEFAULT_PACK_MAX = 1024
 MAX_PACK_MAX = 16384  # the setting's ceiling: a 12.5 MiB entry
 KEEP_FIELD_BYTES = 1024  # a whole dead-lettered packed entry keeps this much of each long field
+_OWN_FIELDS = {FIELD_PIXELS, FIELD_LABELS, FIELD_PRODUCER, FIELD_SEQ, b"original_id", b"reason", FIELD_INDEX}
 
 
 def max_packed_bytes(pack_max: int = DEFAULT_PACK_MAX) -> int:
@@ -52,7 +53,9 @@ def max_packed_bytes(pack_max: int = DEFAULT_PACK_MAX) -> int:
     return pack_max * (N_PIXELS + 1) + MAX_ENTRY_BYTES
 
 
-def encode_packed(images: np.ndarray, labels: np.ndarray, first_seq: int | None = None, producer: str = "") -> dict[bytes, bytes]:
+def encode_packed(
+    images: np.ndarray, labels: np.ndarray, first_seq: int | None = None, producer: str = ""
+) -> dict[bytes, bytes]:
     """Stream fields of a packed entry: (n, 784) uint8 images, n labels 0..9 (and the origin if ``first_seq``).
 
     >>> fields = encode_packed(np.zeros((3, 784), np.uint8), np.array([7, 0, 9]))
@@ -107,7 +110,9 @@ def decode_packed(fields: dict[bytes, bytes], pack_max: int = DEFAULT_PACK_MAX) 
         raise InvalidSample(f"labels: a packed entry holds 1 to {pack_max} samples, got {n}")
     if len(raw) != n * N_PIXELS:
         multiple = "" if len(raw) % N_PIXELS else f" ({len(raw) // N_PIXELS} images)"
-        raise InvalidSample(f"pixels: expected {n} x {N_PIXELS} = {n * N_PIXELS} bytes for {n} labels, got {len(raw)}{multiple}")
+        raise InvalidSample(
+            f"pixels: expected {n} x {N_PIXELS} = {n * N_PIXELS} bytes for {n} labels, got {len(raw)}{multiple}"
+        )
     origin = decode_origin(fields)
     if origin is not None and origin.seq + n - 1 > MAX_SEQ:
         raise InvalidSample(f"seq: {origin.seq} + {n} samples passes {MAX_SEQ}")
@@ -120,9 +125,14 @@ def decode_packed(fields: dict[bytes, bytes], pack_max: int = DEFAULT_PACK_MAX) 
 
 
 def sample_deadletter(fields: dict[bytes, bytes], index: int, origin: Origin | None) -> dict[bytes, bytes]:
-    """The fields a bad sample of a packed entry is dead-lettered with (``deadletter_fields`` adds id and reason)."""
+    """The fields a bad sample of a packed entry is dead-lettered with (``deadletter_fields`` adds id and reason).
+
+    Its own pixels, label byte, ``index`` and ``seq``, and the entry's extra fields (truncated).
+    """
     text = fields[FIELD_LABELS]
+    extras = {k: v for k, v in fields.items() if k not in _OWN_FIELDS}
     out = {
+        **truncated_fields(extras)[0],
         FIELD_PIXELS: fields[FIELD_PIXELS][index * N_PIXELS : (index + 1) * N_PIXELS],
         FIELD_LABEL: text[index : index + 1],
         FIELD_INDEX: b"%d" % index,

@@ -34,6 +34,8 @@ Stream entry (canonical form): ``pixels`` = 784 raw bytes, row-major 28x28, 0 = 
 Optionally ``producer`` (1-64 characters ``A-Z a-z 0-9 _ . : -``) and ``seq`` (decimal, 0..2**63-1),
 both or neither: the worker skips an entry whose ``seq`` is not above the highest it has learned
 from that producer (a resent duplicate; see ``Origin`` and docs/worker.md).
+
+Packed entry (``digitstream.packed``): ``pixels`` = N x 784 raw bytes, ``labels`` = N ASCII digits.
 """
 
 from __future__ import annotations
@@ -277,9 +279,9 @@ def decode_entry(fields: dict[bytes, bytes]) -> tuple[np.ndarray, int]:
 class Origin:
     """Who appended an entry and its number in that producer's sequence (the optional fields).
 
-    A sequence number counts **entries** (one XADD each, the unit Redis appends atomically), not
-    samples: an entry holding several samples takes one number, and a batch of N entries takes N
-    consecutive ones. Numbers must increase along the stream for each producer; gaps are allowed
+    A sequence number counts **samples**: a classic entry takes one number, and a packed entry of
+    N samples (``digitstream.packed``) the N numbers from its ``seq`` on, so resends are recognised
+    sample by sample whatever the packing. Numbers must increase along the stream for each producer; gaps are allowed
     (the worker cannot tell a lost entry from a number never used). An entry whose number is not
     above the highest the worker has seen from its producer is a duplicate: skipped, counted, never
     learned nor dead-lettered. One producer id therefore belongs to one sender at a time, which

@@ -37,7 +37,10 @@ def classic(i: int) -> dict[bytes, bytes]:
 @pytest.mark.parametrize(
     ("fields", "reason"),
     [
-        ({b"pixels": bytes(784 * 2 + 5), b"labels": b"12"}, "pixels: expected 2 x 784 = 1568 bytes for 2 labels, got 1573"),
+        (
+            {b"pixels": bytes(784 * 2 + 5), b"labels": b"12"},
+            "pixels: expected 2 x 784 = 1568 bytes for 2 labels, got 1573",
+        ),
         ({b"pixels": bytes(784 * 3), b"labels": b"12"}, "got 2352 (3 images)"),
         ({b"pixels": b"", b"labels": b""}, "labels: a packed entry holds 1 to 8 samples, got 0"),
         ({b"pixels": bytes(784 * 9), b"labels": b"1" * 9}, "labels: a packed entry holds 1 to 8 samples, got 9"),
@@ -48,7 +51,9 @@ def classic(i: int) -> dict[bytes, bytes]:
         ({b"pixels": bytes(784), b"labels": b"1", b"producer": b"p"}, "seq: required with producer"),
     ],
 )
-def test_a_malformed_packed_entry_is_refused_as_a_whole_with_the_reason(fields: dict[bytes, bytes], reason: str) -> None:
+def test_a_malformed_packed_entry_is_refused_as_a_whole_with_the_reason(
+    fields: dict[bytes, bytes], reason: str
+) -> None:
     with pytest.raises(InvalidSample, match=reason.replace("(", r"\(").replace(")", r"\)")):
         decode_packed(fields, pack_max=8)
 
@@ -145,7 +150,9 @@ def test_resends_are_skipped_sample_by_sample_however_packed(make_worker, redis_
     worker = make_worker()
     stream = worker.keys.samples
     publish_raw(redis_client, stream, [packed(0, 8, "p", 0), packed(8, 16, "p", 8)])
-    publish_raw(redis_client, stream, [packed(5, 11, "p", 5), *[{**classic(i), **encode_origin("p", i)} for i in (15, 16)]])
+    publish_raw(
+        redis_client, stream, [packed(5, 11, "p", 5), *[{**classic(i), **encode_origin("p", i)} for i in (15, 16)]]
+    )
     worker.run(burst=True)
     snapshot = latest(redis_client, worker.keys)
     expected, _ = reference(worker.settings, IMAGES[:17], LABELS[:17])

@@ -217,7 +217,8 @@ class Commits:
         except ValueError:  # not ours: ours is valid JSON that follows the contract
             return None
         same = all(
-            getattr(stored, k) == getattr(meta, k) for k in ("worker_id", "created_at", "last_id", "entries_consumed", "offset")
+            getattr(stored, k) == getattr(meta, k)
+            for k in ("worker_id", "created_at", "last_id", "entries_consumed", "offset")
         )
         return version if same else None
 

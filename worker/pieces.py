@@ -32,6 +32,7 @@ def pieces(batch: DecodedBatch, entry_ids: list[bytes], limit: int) -> list[Piec
         stop = start + limit
         entry_id, index = ids[stop - 1], int(offsets[stop - 1])
         entry = order[entry_id]
+        last_id: bytes | None
         if index == batch.sizes.get(entry_id, 1) - 1:  # the cut falls between two entries
             ends, last_id, partial = entry + 1, entry_id, 0
         else:
@@ -70,7 +71,9 @@ def _rows(
     )  # fmt: skip
 
 
-def _place(batch: DecodedBatch, order: dict[bytes, int], entry_id: bytes, fields: dict[bytes, bytes]) -> tuple[int, int]:
+def _place(
+    batch: DecodedBatch, order: dict[bytes, int], entry_id: bytes, fields: dict[bytes, bytes]
+) -> tuple[int, int]:
     """Where a reject sits in the read: (its entry, its sample's index for a bad sample of a packed entry)."""
     return order[entry_id], _index(fields) if entry_id in batch.sizes else 0
 

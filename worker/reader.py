@@ -46,7 +46,7 @@ class StreamReader:
         return next(iter(response.values())) if isinstance(response, dict) else response[0][1]
 
     def measured(self, entries: int, samples: int) -> None:
-        """A read of ``entries`` entries held ``samples`` samples: the next read asks for ``batch_size`` samples' worth."""
+        """A read of ``entries`` entries held ``samples`` samples: the next asks for ``batch_size`` samples' worth."""
         if entries and samples:
             self.count = max(1, min(self.batch_size, self.batch_size * entries // samples))
 
