@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     keep_hourly: int = Field(
         24, ge=0, le=720, description="also keep one version per hour for this many hours (a pinned one is always kept)"
     )
-    retention_max_len: int = Field(100_000, ge=0, description="learned entries kept in the stream")
+    retention_max_len: int = Field(100_000, ge=0, description="learned samples kept in the stream")
     retention_max_age: float | None = Field(None, gt=0, description="seconds learned entries are kept")
     lease_ttl: float = Field(3.0, gt=0.1, le=600, description="seconds before a dead worker's lease expires")
     rolling_window: int = Field(1000, ge=1, description="samples in the rolling accuracy")

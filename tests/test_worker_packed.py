@@ -115,11 +115,14 @@ def test_a_malformed_entry_is_dead_lettered_whole_and_truncated(make_worker, red
     assert latest(redis_client, worker.keys).typed_meta().samples_learned == 2
 
 
-@pytest.mark.parametrize(("pieces_before_stop", "entries", "offset"), [(1, 1, 4), (2, 1, 9), (3, 2, 2), (4, 3, 0)])
+@pytest.mark.parametrize(
+    ("pieces_before_stop", "learned", "entries", "offset"), [(1, 5, 1, 4), (2, 10, 1, 9), (3, 15, 2, 2), (4, 20, 3, 0)]
+)
 def test_a_worker_stopped_inside_an_entry_commits_the_offset_and_the_next_learns_the_rest(
-    make_worker, redis_client: redis.Redis, pieces_before_stop: int, entries: int, offset: int
+    make_worker, redis_client: redis.Redis, pieces_before_stop: int, learned: int, entries: int, offset: int
 ) -> None:
-    """One read of 21 samples in 4 entries (1, 12, 7, 1 samples) is learned in pieces of 5."""
+    """Entries of 1, 12, 7 and 1 samples, batch size 5: one read of all four (the first entry holds
+    one sample, so the reader asks for 5 entries), learned in pieces of 5; a stop commits its piece."""
     worker = make_worker(batch_size=5)
     stream = worker.keys.samples
     publish_raw(redis_client, stream, [classic(0), packed(1, 13, "p", 0), packed(13, 20, "p", 12), classic(20)])
@@ -136,7 +139,7 @@ def test_a_worker_stopped_inside_an_entry_commits_the_offset_and_the_next_learns
     worker._start = start_then_stop  # type: ignore[method-assign]
     worker.run(burst=True)
     meta = latest(redis_client, worker.keys).typed_meta()
-    assert (meta.samples_learned, meta.entries_consumed, meta.offset) == (5 * pieces_before_stop, entries, offset)
+    assert (meta.samples_learned, meta.entries_consumed, meta.offset) == (learned, entries, offset)
 
     make_worker(batch_size=5).run(burst=True)
     snapshot = latest(redis_client, worker.keys)

@@ -18,6 +18,8 @@
   the newest ``retention_max_len`` entries this worker consumed and none older than
   ``retention_max_age``; and, until this worker has consumed ``retention_max_len`` entries itself,
   to that length while little is left to learn (``worker.retention``, ``store.TRIM_PROBE``).
+  The length counts samples (a packed entry as many as it holds); once packed entries were seen
+  only the MINID trims.
   Entries after the lowest position of every model reading the stream (``Keys.readers``, recorded
   by each snapshot and when a worker loads) are never trimmed.
 * **Versions.** The newest ``keep_versions``, the pinned one, and one per minute for
@@ -88,6 +90,7 @@ class Commits:
         self._passed = samples_passed  # at the last snapshot: what the next one has news beyond
         self._faults = 0
         self._time = time.monotonic()
+        self._packed = False  # packed entries seen: the script's length trim (in entries) is not used
 
     # -- between snapshots ----------------------------------------------------------------------
     def dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
@@ -101,9 +104,10 @@ class Commits:
         self._deadletter_bytes += sum(len(k) + len(v) for k, v in entry.items())
         log.debug("dead letter %s: %s", entry_id.decode(), entry[FIELD_REASON].decode())
 
-    def consumed(self, entry_ids: list[bytes]) -> None:
-        """Entries passed by the position (their ids decide the retention trim)."""
-        self.consumed_ids.extend(entry_ids)
+    def consumed(self, entry_ids: list[bytes], sizes: dict[bytes, int] | None = None) -> None:
+        """Entries passed by the position (their ids and sizes decide the retention trim)."""
+        self.consumed_ids.extend(entry_ids, sizes)
+        self._packed = self._packed or bool(sizes)
 
     def has_news(self, position: Position, faults_seen: int) -> bool:
         return position.samples_passed > self._passed or faults_seen > self._faults
@@ -164,8 +168,9 @@ class Commits:
         minid = trim_minid(last_id, self.consumed_ids, s.retention_max_len, s.retention_max_age, now)
         # The script's own length trim is only needed until this worker knows max_len consumed ids:
         # from then on the MINID above already keeps the stream to that length.
+        # Nor with packed entries: its length counts entries, and its probe reads the entries to learn whole.
         knows_max_len = self.consumed_ids.nth_newest(s.retention_max_len) is not None
-        return minid, 0 if knows_max_len else s.retention_max_len
+        return minid, 0 if knows_max_len or self._packed else s.retention_max_len
 
     def _write(
         self, snapshot: Snapshot, meta: SnapshotMeta, minid: str | None, maxlen: int, keep_lease: Callable[[], None]

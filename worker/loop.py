@@ -237,7 +237,7 @@ class Worker:
         """Move the position past a finished read: its rejects become dead letters."""
         for entry_id, fields, reason in batch.rejects:
             self.commits.dead_letter(entry_id, fields, reason)
-        self.commits.consumed(entry_ids)
+        self.commits.consumed(entry_ids, batch.sizes)
         dead = len(batch.rejects)
         self.position.consume(
             batch.last_id, len(entry_ids), self.samples_learned, dead, skipped, duplicates, batch.partial

@@ -44,9 +44,13 @@ class Position:
         """
         if entries <= 0:
             return 0
+        return max(0, round(entries * self.samples_per_entry) - self.offset)
+
+    @property
+    def samples_per_entry(self) -> float:
+        """The mean number of samples in the entries consumed up to ``last_id`` (1 for classic entries)."""
         in_entries = self.samples_passed - self.offset  # the samples of the entries up to last_id
-        per_entry = in_entries / self.entries_consumed if in_entries > self.entries_consumed else 1.0
-        return max(0, round(entries * per_entry) - self.offset)
+        return in_entries / self.entries_consumed if in_entries > self.entries_consumed else 1.0
 
     @classmethod
     def of_snapshot(cls, meta: SnapshotMeta) -> Position:

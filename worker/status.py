@@ -22,8 +22,6 @@ import logging
 import math
 import time
 
-import redis
-
 from digitstream.connections import RedisClient
 from digitstream.contracts import Fault, MetricsReport, WorkerState, WorkerStatus
 from digitstream.observability import add_count, fault_kind
@@ -41,6 +39,16 @@ LOG_EVERY = 5.0  # seconds between INFO progress lines (every snapshot is logged
 # KEYS: stream ; ARGV: exclusive start "(ms-seq", cap. Counts server-side: no entry crosses the network.
 _COUNT_AFTER = """
 return #redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+"""
+# XINFO STREAM's entries-added (Redis >= 7), -1 before Redis 7, -2 without a stream; read in Redis:
+# the reply also holds the first and last entries, up to a MB each when packed.
+_ENTRIES_ADDED = """
+local info = redis.pcall('XINFO', 'STREAM', KEYS[1])
+if info['err'] then return -2 end
+for i = 1, #info, 2 do
+  if info[i] == 'entries-added' then return info[i + 1] end
+end
+return -1
 """
 
 
@@ -71,6 +79,7 @@ class Health:
         self._next_beat = 0.0
         self._next_log = 0.0
         self._count_after = client.register_script(_COUNT_AFTER)
+        self._entries_added = client.register_script(_ENTRIES_ADDED)
 
     # -- heartbeat ------------------------------------------------------------------------------
     def beat_due(self) -> bool:
@@ -131,18 +140,18 @@ class Health:
 
     def _measure_lag(self, position: Position) -> None:
         key = self.keys.samples
-        try:
-            info = self.retry(lambda: self.client.xinfo_stream(key))
-        except redis.ResponseError:  # no such stream (yet)
+        added = int(self.retry(lambda: self._entries_added(keys=[key])))
+        if added == -2:  # no such stream (yet)
             self.lag, self.lag_at_least = 0, False
             return
-        added = info.get("entries-added")
-        if added is not None:
-            self.lag, self.lag_at_least = position.samples_behind(int(added) - position.entries_consumed), False
+        if added >= 0:
+            self.lag, self.lag_at_least = position.samples_behind(added - position.entries_consumed), False
             return
+        # Counted in Redis, at most LAG_CAP samples' worth of entries (the script reads them whole).
+        cap = max(1, int(LAG_CAP / position.samples_per_entry))
         start = f"({position.last_id}"
-        count = int(self.retry(lambda: self._count_after(keys=[key], args=[start, LAG_CAP + 1])))
-        self.lag, self.lag_at_least = position.samples_behind(min(count, LAG_CAP)), count > LAG_CAP
+        count = int(self.retry(lambda: self._count_after(keys=[key], args=[start, cap + 1])))
+        self.lag, self.lag_at_least = position.samples_behind(min(count, cap)), count > cap
 
     def with_measures(self, report: MetricsReport) -> MetricsReport:
         """The metrics report with this worker's throughput and lag, as a snapshot stores it."""
