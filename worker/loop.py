@@ -151,6 +151,8 @@ class Worker:
                 if not pending:  # read and decoded while the previous batch is still being learned
                     pending.extend(self._decoded(self._read(block=not burst)))
                 batch, entry_ids = pending.popleft() if pending else (None, [])
+                if batch is not None and not pending and in_flight is not None and not self._stopping:
+                    pending.extend(self._decoded(self._read(block=False)))  # the next read, while one is learned
                 if in_flight is not None:
                     self._finish(in_flight)
                     in_flight = None
