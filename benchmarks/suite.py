@@ -62,11 +62,13 @@ class Sizes:
     batch_repeats: int
     freshness_samples: int
     quick: bool
+    packed_repeats: int = 3
+    packed_passes: int = 20  # over the shared stream, end to end (issue 18)
 
     @classmethod
     def for_run(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(1, 1, 1, 1.0, 1, 1, 4, True)
+            return cls(1, 1, 1, 1.0, 1, 1, 4, True, packed_repeats=1, packed_passes=2)
         return cls(5, 5, 5, 5.0, 3, 5, 20, False)
 
 
@@ -93,7 +95,7 @@ def run(data_dir: Path, sizes: Sizes, echo: Callable[[str], None] = print) -> di
     """Run every part on one embedded redis-server; returns their reports and the run's context."""
     import redis
 
-    from digitstream.benchmarks import learners, machine, publisher, service, uploads, worker_ingest
+    from digitstream.benchmarks import learners, machine, packed, publisher, service, uploads, worker_ingest
     from digitstream.clients.embedded_redis import RedisServer
 
     started = time.perf_counter()
@@ -116,6 +118,11 @@ def run(data_dir: Path, sizes: Sizes, echo: Callable[[str], None] = print) -> di
                 "publisher",
                 lambda: publisher.run(data_dir, sizes.publisher_repeats, quick=sizes.quick, server=server),
                 publisher.table,
+            ),
+            (
+                "packed",
+                lambda: packed.run(data_dir, sizes.packed_repeats, sizes.packed_passes, server=server),
+                packed.table,
             ),
             (
                 "service",
@@ -227,6 +234,25 @@ def goals(report: dict[str, Any]) -> list[Goal]:
              passes[-1] >= GOAL_MLP_TEST_PASSES),
         Goal("worker end-to-end vs its learner alone, mlp rule", f">= {worker_ingest.GOAL_MLP_RATIO:.0%}",
              f"{ingest['mlp_worker_ratio']:.0%}", ingest["mlp_worker_ratio"] >= worker_ingest.GOAL_MLP_RATIO),
+        *packed_goals(report["packed"]),
+    ]  # fmt: skip
+
+
+def packed_goals(report: dict[str, Any]) -> list[Goal]:
+    """Issue 18's: packed entries end to end, in the worker and in the publisher."""
+    from digitstream.benchmarks import packed
+
+    rate, publish = report["rates"][packed.E2E_PACKED], report["rates"][packed.PUB_PACKED]
+    passes = report["passes"]
+    return [
+        Goal(f"end to end, {passes} passes: packed vs classic entries", f">= {packed.GOAL_E2E_SPEEDUP:g}x",
+             f"{report['e2e_speedup']:.2f}x", report["goals_met"]["e2e speedup"]),
+        Goal(f"end to end, {passes} passes, packed entries", f">= {packed.GOAL_E2E_RATE:,} samples/s",
+             f"{rate:,.0f}/s", report["goals_met"]["e2e rate"]),
+        Goal("worker ingest of packed entries vs the learner alone (softmax)", f">= {packed.GOAL_INGEST_RATIO:.0%}",
+             f"{report['ingest_ratio']:.0%}", report["goals_met"]["ingest ratio"]),
+        Goal("publisher, packed entries", f">= {packed.GOAL_PUBLISHER_RATE:,} samples/s", f"{publish:,.0f}/s",
+             report["goals_met"]["publisher rate"]),
     ]  # fmt: skip
 
 
@@ -322,7 +348,7 @@ def write_plots(report: dict[str, Any], out: Path) -> dict[str, Path]:
 
 def markdown(report: dict[str, Any], pictures: dict[str, Path], out: Path, command: str) -> str:
     """BENCHMARKS.md."""
-    from digitstream.benchmarks import learners, publisher, service, uploads, worker_ingest
+    from digitstream.benchmarks import learners, packed, publisher, service, uploads, worker_ingest
 
     m = report["machine"]
     items = goals(report)
@@ -396,6 +422,13 @@ learns, keeps its metrics and writes snapshots.
 ## Publisher
 
 {publisher.table(pub)}
+
+## Packed entries
+
+Classic entries (one sample each) against packed ones (`pixels` = N x 784 bytes, `labels` = N
+digits); see `benchmarks/packed.py` for what each case times.
+
+{packed.table(report["packed"])}
 
 ## Service
 

@@ -81,6 +81,27 @@ return {1, ids}
 assert all(f"'{name.decode()}'" in APPEND_SCRIPT for name in (FIELD_PIXELS, FIELD_PRODUCER, FIELD_SEQ))
 
 
+def _packed_command(items: list[Any]) -> list[bytes | memoryview]:
+    """A command in RESP, its large arguments as they are and the rest joined (few, large writes).
+
+    >>> b"".join(_packed_command([b"EVALSHA", "ab", 2, memoryview(b"x" * 3)]))
+    b'*4\\r\\n$7\\r\\nEVALSHA\\r\\n$2\\r\\nab\\r\\n$1\\r\\n2\\r\\n$3\\r\\nxxx\\r\\n'
+    """
+    out: list[bytes | memoryview] = []
+    head = bytearray(b"*%d\r\n" % len(items))
+    for item in items:
+        value = item.encode() if isinstance(item, str) else b"%d" % item if isinstance(item, int) else item
+        head += b"$%d\r\n" % len(value)
+        if len(value) > 16384:
+            out += (bytes(head), value)
+            head = bytearray(b"\r\n")
+        else:
+            head += value
+            head += b"\r\n"
+    out.append(bytes(head))
+    return out
+
+
 class ProducerConflict(RuntimeError):
     """Redis holds a sequence number for this producer id beyond any this producer sent."""
 
@@ -183,7 +204,7 @@ class Producer:
         while True:
             piece = pending[0]
             try:
-                reply: list[Any] = self._script(keys=[self.keys.samples, self._fence], args=self._args(piece))
+                reply: list[Any] = self._append(keys=[self.keys.samples, self._fence], args=self._args(piece))
                 ids = self._per_sample(piece, self._settle(piece, batch, reply))
             except RETRYABLE as exc:
                 self._wait(exc)
@@ -215,6 +236,25 @@ class Producer:
             stop = min(n, start + pack)
             args += (rows[start * N_PIXELS : stop * N_PIXELS], text[start:stop], b"%d" % (piece.first + start))
         return args
+
+    def _append(self, keys: list[str], args: list[Any]) -> Any:
+        """The append script; packed entries' pixels go out as they are (redis-py's hiredis packer copies them)."""
+        client = self.client
+        if self.pack == 1 or type(client) is not redis.Redis:
+            return self._script(keys=keys, args=args)
+        pool = client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(_packed_command([b"EVALSHA", self._script.sha, len(keys), *keys, *args]))  # type: ignore[no-untyped-call]
+            reply = connection.read_response()
+        except redis.exceptions.NoScriptError:  # not loaded (yet, or Redis restarted): redis-py's way loads it
+            return self._script(keys=keys, args=args)
+        except BaseException:
+            connection.disconnect()  # type: ignore[no-untyped-call]  # a reply may be on its way: not reused
+            raise
+        finally:
+            pool.release(connection)
+        return reply
 
     def _per_sample(self, piece: _Batch, ids: list[bytes] | None) -> list[bytes] | None:
         """The entries' ids, one per sample (a packed entry's id repeated for each of its samples)."""

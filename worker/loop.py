@@ -145,14 +145,18 @@ class Worker:
     def _learn(self, executor: ThreadPoolExecutor, burst: bool) -> None:
         in_flight: _InFlight | None = None
         pending: deque[Piece] = deque()  # pieces of the last read not yet handed to the learner
+        cut = False  # whether the last read was cut in pieces
         try:
             while not self._stopping:
                 self._heartbeat()
                 if not pending:  # read and decoded while the previous batch is still being learned
                     pending.extend(self._decoded(self._read(block=not burst)))
+                    cut = len(pending) > 1
                 batch, entry_ids = pending.popleft() if pending else (None, [])
-                if batch is not None and not pending and in_flight is not None and not self._stopping:
-                    pending.extend(self._decoded(self._read(block=False)))  # the next read, while one is learned
+                if cut and not pending and in_flight is not None and not self._stopping:
+                    # The last piece of a read cut in pieces: read the next one while the piece before is learned.
+                    pending.extend(self._decoded(self._read(block=False)))
+                    cut = len(pending) > 1
                 if in_flight is not None:
                     self._finish(in_flight)
                     in_flight = None
