@@ -5,7 +5,7 @@ samples loaded. Alternating in each repetition, so a noisy neighbour slows all a
 
 * **end to end, classic / packed**: a ``digitstream worker`` process (started before the clock,
   active and waiting on an empty stream) and a :class:`Publisher` in this process sending
-  ``passes`` (20) passes over the samples, classic (``pack=1``) or packed (``pack=1024``, what
+  ``passes`` (20) passes over the samples, classic (``pack=1``) or packed (``pack=1000``, what
   ``digitstream publish`` uses for archives). The clock runs from the first publish call until the
   latest snapshot in Redis (what the service serves) has learned every sample. Both workers take
   ``snapshot_interval`` 0.1 s, so the last snapshot does not wait the default half second.
@@ -41,17 +41,16 @@ import numpy as np
 import redis
 
 from digitstream.clients.embedded_redis import RedisServer
-from digitstream.clients.publisher import Publisher
+from digitstream.clients.publisher import BULK_PACK, Publisher
 from digitstream.contracts import SnapshotMeta
 from digitstream.datasets import find_mnist, load_mnist
 from digitstream.learner import new_learner
-from digitstream.packed import DEFAULT_PACK_MAX
 from digitstream.protocol import N_PIXELS, Keys
 from digitstream.settings import load_settings
 from digitstream.snapshot import META_FIELD
 from digitstream.worker.loop import Worker
 
-PACK = DEFAULT_PACK_MAX
+PACK = BULK_PACK  # what digitstream publish uses for archives
 GOAL_E2E_SPEEDUP = 3.0
 GOAL_E2E_RATE = 400_000
 GOAL_INGEST_RATIO = 0.80

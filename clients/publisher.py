@@ -42,6 +42,9 @@ __all__ = [
 ]
 
 DEFAULT_BATCH_SIZE = 1000
+#: Samples per packed entry for bulk sources (``digitstream publish``): the worker's default batch size,
+#: so that each entry is one batch the worker learns.
+BULK_PACK = 1000
 #: With a rate limit, batches are cut so that one goes out about every 1/_PACED_BATCHES_PER_S seconds.
 _PACED_BATCHES_PER_S = 20
 

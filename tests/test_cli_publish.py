@@ -118,7 +118,7 @@ def test_archives_go_as_packed_entries_by_default_and_pack_chooses_the_size(
     redis_url: str, redis_client: redis.Redis, mnist_dir: Path, mnist_train: tuple[np.ndarray, np.ndarray]
 ) -> None:
     assert publish(redis_url, str(mnist_dir), "--limit", "2500")["sent"] == 2500
-    assert entry_sizes(redis_client) == [1024, 1024, 452]
+    assert entry_sizes(redis_client) == [1000, 1000, 500]
     redis_client.delete(KEYS.samples)
     publish(redis_url, str(mnist_dir), "--limit", "250", "--pack", "100")
     assert entry_sizes(redis_client) == [100, 100, 50]

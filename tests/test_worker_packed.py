@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import redis
 
+from digitstream.contracts import SnapshotMeta
 from digitstream.packed import KEEP_FIELD_BYTES, decode_packed, encode_packed, max_packed_bytes
 from digitstream.protocol import InvalidSample, decode_entries, encode_origin, encode_sample
 from digitstream.worker.position import Position
@@ -167,3 +168,12 @@ def test_the_lag_counts_samples() -> None:
     position = Position(entries_consumed=3, samples_learned=3 * 1024 + 200, offset=200)
     assert position.samples_behind(2) == 2 * 1024 - 200
     assert Position(entries_consumed=5, samples_learned=5).samples_behind(4) == 4
+
+
+def test_a_snapshot_from_before_packed_entries_loads_at_offset_0(make_worker, redis_client: redis.Redis) -> None:
+    worker = make_worker()
+    publish_raw(redis_client, worker.keys.samples, [classic(0), classic(1)])
+    worker.run(burst=True)
+    meta = latest(redis_client, worker.keys).meta
+    older = {k: v for k, v in meta.items() if k != "offset"}
+    assert "offset" in meta and Position.of_snapshot(SnapshotMeta.from_json(older)).offset == 0

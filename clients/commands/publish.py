@@ -13,14 +13,14 @@ from typing import Any
 import click
 import redis
 
-from digitstream.clients.publisher import ProducerConflict, Publisher, PublishProgress, validate_batch
+from digitstream.clients.publisher import BULK_PACK, ProducerConflict, Publisher, PublishProgress, validate_batch
 from digitstream.clients.sources import SampleSet, SourceError, epochs, load_samples
 from digitstream.clients.terminal import ProgressLine, format_count
 from digitstream.settings import redact, redis_url
 
 from ._common import InputError, RuntimeFailure, connect_redis, echo_json, redis_options, settings_for
 
-DEFAULT_PACK = 1024  # samples per entry for bulk sources
+DEFAULT_PACK = BULK_PACK  # samples per entry for bulk sources
 _CHUNK = 10_240  # samples gathered per publisher call (the publisher pipelines them by --batch-size)
 _EXAMPLES = 3  # locations shown per rejection reason
 
@@ -117,7 +117,7 @@ class Summary:
     type=click.IntRange(min=1, max=16384),
     metavar="N",
     help="samples per stream entry: 1 = classic entries; more = packed entries, several times faster "
-    "to send and learn [default: 1024 (at most the pack_max setting) for MNIST IDX, .npz and CSV "
+    "to send and learn [default: 1000 (at most the pack_max setting) for MNIST IDX, .npz and CSV "
     "sources, 1 for image folders and with --rate]",
 )
 @click.option("--strict", is_flag=True, help="send nothing if any sample is invalid (exit 2)")
