@@ -80,6 +80,7 @@ class Health:
         self._next_log = 0.0
         self._count_after = client.register_script(_COUNT_AFTER)
         self._entries_added = client.register_script(_ENTRIES_ADDED)
+        self._added_known = True  # until Redis says it has no entries-added
 
     # -- heartbeat ------------------------------------------------------------------------------
     def beat_due(self) -> bool:
@@ -140,7 +141,8 @@ class Health:
 
     def _measure_lag(self, position: Position) -> None:
         key = self.keys.samples
-        added = int(self.retry(lambda: self._entries_added(keys=[key])))
+        added = int(self.retry(lambda: self._entries_added(keys=[key]))) if self._added_known else -1
+        self._added_known = added != -1  # Redis 6.2 has no entries-added: not asked again
         if added == -2:  # no such stream (yet)
             self.lag, self.lag_at_least = 0, False
             return
