@@ -32,7 +32,7 @@ from tests.worker_support import WorkerProcess, latest, publish_raw, reference, 
 
 N_SAMPLES = 20_000
 KILLS = 6
-RATE = 1500  # samples/s published: the stream keeps growing while the workers are killed
+RATE = 700  # samples/s published (a packed entry as its samples): the stream keeps growing while workers are killed
 MALFORMED = [
     {b"pixels": b"\x00" * 10, b"label": b"1"},
     {b"label": b"2"},
@@ -77,7 +77,9 @@ def stream_entries(images: np.ndarray, labels: np.ndarray) -> list[dict[bytes, b
 def paced_publisher(
     url: str, stream: str, entries: list[dict[bytes, bytes]], rate: float, hold_back: int, release: threading.Event
 ) -> threading.Thread:
-    """Publishes at ``rate``; the last ``hold_back`` entries wait for ``release``, so every kill lands mid-stream."""
+    """Publishes at ``rate`` samples/s; the last ``hold_back`` entries wait for ``release``, so every kill lands
+    mid-stream. A packed entry takes as long as its samples would one by one."""
+    sizes = np.cumsum([len(fields.get(b"labels", b"x")) for fields in entries])
 
     def publish() -> None:
         client = redis.Redis.from_url(url)
@@ -85,8 +87,9 @@ def paced_publisher(
         for begin in range(0, len(entries), 150):
             if begin >= len(entries) - hold_back:
                 release.wait(120)
-            publish_raw(client, stream, entries[begin : begin + 150])
-            time.sleep(max(0.0, start + (begin + 150) / rate - time.monotonic()))
+            chunk = entries[begin : begin + 150]
+            publish_raw(client, stream, chunk)
+            time.sleep(max(0.0, start + int(sizes[begin + len(chunk) - 1]) / rate - time.monotonic()))
         client.close()
 
     thread = threading.Thread(target=publish, name="paced-publisher", daemon=True)
