@@ -62,11 +62,13 @@ class Sizes:
     batch_repeats: int
     freshness_samples: int
     quick: bool
+    packed_repeats: int = 3
+    packed_passes: int = 20  # over the shared stream, end to end (issue 18)
 
     @classmethod
     def for_run(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(1, 1, 1, 1.0, 1, 1, 4, True)
+            return cls(1, 1, 1, 1.0, 1, 1, 4, True, packed_repeats=1, packed_passes=2)
         return cls(5, 5, 5, 5.0, 3, 5, 20, False)
 
 
@@ -93,7 +95,16 @@ def run(data_dir: Path, sizes: Sizes, echo: Callable[[str], None] = print) -> di
     """Run every part on one embedded redis-server; returns their reports and the run's context."""
     import redis
 
-    from digitstream.benchmarks import fuzz_stream, learners, machine, publisher, service, uploads, worker_ingest
+    from digitstream.benchmarks import (
+        fuzz_stream,
+        learners,
+        machine,
+        packed,
+        publisher,
+        service,
+        uploads,
+        worker_ingest,
+    )
     from digitstream.clients.embedded_redis import RedisServer
 
     started = time.perf_counter()
@@ -116,6 +127,11 @@ def run(data_dir: Path, sizes: Sizes, echo: Callable[[str], None] = print) -> di
                 "publisher",
                 lambda: publisher.run(data_dir, sizes.publisher_repeats, quick=sizes.quick, server=server),
                 publisher.table,
+            ),
+            (
+                "packed",
+                lambda: packed.run(data_dir, sizes.packed_repeats, sizes.packed_passes, server=server),
+                packed.table,
             ),
             (
                 "service",
@@ -237,6 +253,25 @@ def goals(report: dict[str, Any]) -> list[Goal]:
              passes[-1] >= GOAL_MLP_TEST_PASSES),
         Goal("worker end-to-end vs its learner alone, mlp rule", f">= {worker_ingest.GOAL_MLP_RATIO:.0%}",
              f"{ingest['mlp_worker_ratio']:.0%}", ingest["mlp_worker_ratio"] >= worker_ingest.GOAL_MLP_RATIO),
+        *packed_goals(report["packed"]),
+    ]  # fmt: skip
+
+
+def packed_goals(report: dict[str, Any]) -> list[Goal]:
+    """Issue 18's: packed entries end to end, in the worker and in the publisher."""
+    from digitstream.benchmarks import packed
+
+    rate, publish = report["rates"][packed.E2E_PACKED], report["rates"][packed.PUB_PACKED]
+    passes = report["passes"]
+    return [
+        Goal(f"end to end, {passes} passes: packed vs classic entries", f">= {packed.GOAL_E2E_SPEEDUP:g}x",
+             f"{report['e2e_speedup']:.2f}x", report["goals_met"]["e2e speedup"]),
+        Goal(f"end to end, {passes} passes, packed entries", f">= {packed.GOAL_E2E_RATE:,} samples/s",
+             f"{rate:,.0f}/s", report["goals_met"]["e2e rate"]),
+        Goal("worker ingest of packed entries vs the learner alone (softmax)", f">= {packed.GOAL_INGEST_RATIO:.0%}",
+             f"{report['ingest_ratio']:.0%}", report["goals_met"]["ingest ratio"]),
+        Goal("publisher, packed entries", f">= {packed.GOAL_PUBLISHER_RATE:,} samples/s", f"{publish:,.0f}/s",
+             report["goals_met"]["publisher rate"]),
     ]  # fmt: skip
 
 
@@ -246,20 +281,39 @@ def upload_goals(report: dict[str, Any]) -> list[Goal]:
 
     up, met = report["uploads"], uploads.goals_met(report)
     out = [
-        Goal("crafted upload: extra peak RSS of the API (worst file)", f"<= {uploads.GOAL_UPLOAD_MB:g} MB",
-             f"{up['worst_extra_peak_mb']:.0f} MB", met["upload_memory"]),
-        Goal("crafted upload: CPU of the API (worst file, median)", f"<= {uploads.GOAL_UPLOAD_CPU_MS:g} ms",
-             f"{up['worst_cpu_ms']:.0f} ms", met["upload_cpu"]),
+        Goal(
+            "crafted upload: extra peak RSS of the API (worst file)",
+            f"<= {uploads.GOAL_UPLOAD_MB:g} MB",
+            f"{up['worst_extra_peak_mb']:.0f} MB",
+            met["upload_memory"],
+        ),
+        Goal(
+            "crafted upload: CPU of the API (worst file, median)",
+            f"<= {uploads.GOAL_UPLOAD_CPU_MS:g} ms",
+            f"{up['worst_cpu_ms']:.0f} ms",
+            met["upload_cpu"],
+        ),
     ]
     if "batches" in report:
         b = report["batches"]
-        out.append(Goal(f"{b['in_flight']} maximum JSON batches at once: extra peak RSS",
-                        f"<= {uploads.GOAL_BATCH_MB:g} MB, refusals with Retry-After",
-                        f"{b['extra_peak_mb']:.0f} MB, {b['statuses']}", met["batch_memory"]))
+        out.append(
+            Goal(
+                f"{b['in_flight']} maximum JSON batches at once: extra peak RSS",
+                f"<= {uploads.GOAL_BATCH_MB:g} MB, refusals with Retry-After",
+                f"{b['extra_peak_mb']:.0f} MB, {b['statuses']}",
+                met["batch_memory"],
+            )
+        )
     if "flood" in report:
         p99 = report["flood"]["under_uploads"]["p99_ms"]
-        out.append(Goal(f"POST /predict p99 while {uploads.UPLOADERS} connections post uploads",
-                        f"<= {uploads.GOAL_P99_MS:g} ms", f"{p99:.1f} ms", met["p99_under_uploads"]))
+        out.append(
+            Goal(
+                f"POST /predict p99 while {uploads.UPLOADERS} connections post uploads",
+                f"<= {uploads.GOAL_P99_MS:g} ms",
+                f"{p99:.1f} ms",
+                met["p99_under_uploads"],
+            )
+        )
     return out
 
 
@@ -353,7 +407,7 @@ def write_plots(report: dict[str, Any], out: Path) -> dict[str, Path]:
 
 def markdown(report: dict[str, Any], pictures: dict[str, Path], out: Path, command: str) -> str:
     """BENCHMARKS.md."""
-    from digitstream.benchmarks import fuzz_stream, learners, publisher, service, uploads, worker_ingest
+    from digitstream.benchmarks import fuzz_stream, learners, packed, publisher, service, uploads, worker_ingest
 
     m = report["machine"]
     items = goals(report)
@@ -427,6 +481,13 @@ learns, keeps its metrics and writes snapshots.
 ## Publisher
 
 {publisher.table(pub)}
+
+## Packed entries
+
+Classic entries (one sample each) against packed ones (`pixels` = N x 784 bytes, `labels` = N
+digits); see `benchmarks/packed.py` for what each case times.
+
+{packed.table(report["packed"])}
 
 ## Service
 

@@ -1,7 +1,10 @@
 """One producer's entries appended exactly once: sequence numbers, a fenced append, resending through restarts.
 
-Every entry a :class:`Producer` appends carries its ``producer`` id and a ``seq`` number, one per
-entry, consecutive (``digitstream.protocol.Origin``). A batch is appended by one Lua script that
+Every entry a :class:`Producer` appends carries its ``producer`` id and a ``seq`` number
+(``digitstream.protocol.Origin``). Numbers count samples, consecutive: a classic entry takes one, a
+packed entry of N samples (``pack``, ``digitstream.packed``) the number of its first sample, its
+samples the N numbers from it, so everything below (the fence, the resend) works sample by sample
+whatever the packing. A batch is appended by one Lua script that
 also records, in ``Keys.producer(id)`` (in the stream's cluster slot), the highest number appended
 (the *fence*), and that appends nothing unless that record is the number the producer expects. So:
 
@@ -42,6 +45,7 @@ import numpy as np
 import redis
 
 from digitstream.connections import OUTAGE_ERRORS, RedisClient, wait_for_replicas
+from digitstream.packed import FIELD_LABELS, MAX_PACK_MAX
 from digitstream.protocol import FIELD_LABEL, FIELD_PIXELS, FIELD_PRODUCER, FIELD_SEQ, N_PIXELS, Keys, encode_origin
 
 log = logging.getLogger("digitstream.publisher")
@@ -52,28 +56,50 @@ BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
 _LABEL_BYTES = [b"%d" % digit for digit in range(10)]
 
-# KEYS: stream, fence ; ARGV: expected seq ("" = no record), ttl ms, producer, instance token, n,
-# (pixels, label, seq) x n. Appends all n entries and moves the fence (seq, the first and last ids, and
-# the token of the Producer instance that wrote them), or (fenced) appends nothing and answers where it stands.
+# KEYS: stream, fence ; ARGV: expected seq ("" = no record), ttl ms, producer, instance token, n, label field
+# ("label", or "labels" for packed entries), the last sample's seq, (pixels, label(s), seq) x n. Appends all n
+# entries and moves the fence (seq, the first and last ids, and the token of the Producer instance that wrote
+# them), or (fenced) appends nothing and answers where it stands.
 APPEND_SCRIPT = """
 local held = redis.call('HGET', KEYS[2], 'seq') or ''
 if held ~= ARGV[1] then
   local where = redis.call('HMGET', KEYS[2], 'first', 'last', 'owner')
   return {0, held, where[1] or '', where[2] or '', where[3] or ''}
 end
-local n, stream, producer = tonumber(ARGV[5]), KEYS[1], ARGV[3]
+local n, stream, producer, field = tonumber(ARGV[5]), KEYS[1], ARGV[3], ARGV[6]
 local ids = {}
-local j = 6
+local j = 8
 for i = 1, n do
-  ids[i] = redis.call('XADD', stream, '*', 'pixels', ARGV[j], 'label', ARGV[j + 1],
+  ids[i] = redis.call('XADD', stream, '*', 'pixels', ARGV[j], field, ARGV[j + 1],
                       'producer', producer, 'seq', ARGV[j + 2])
   j = j + 3
 end
-redis.call('HSET', KEYS[2], 'seq', ARGV[j - 1], 'first', ids[1], 'last', ids[n], 'owner', ARGV[4])
+redis.call('HSET', KEYS[2], 'seq', ARGV[7], 'first', ids[1], 'last', ids[n], 'owner', ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return {1, ids}
 """
-assert all(f"'{name.decode()}'" in APPEND_SCRIPT for name in (FIELD_PIXELS, FIELD_LABEL, FIELD_PRODUCER, FIELD_SEQ))
+assert all(f"'{name.decode()}'" in APPEND_SCRIPT for name in (FIELD_PIXELS, FIELD_PRODUCER, FIELD_SEQ))
+
+
+def _packed_command(items: list[Any]) -> list[bytes | memoryview]:
+    """A command in RESP, its large arguments as they are and the rest joined (few, large writes).
+
+    >>> b"".join(_packed_command([b"EVALSHA", "ab", 2, memoryview(b"x" * 3)]))
+    b'*4\\r\\n$7\\r\\nEVALSHA\\r\\n$2\\r\\nab\\r\\n$1\\r\\n2\\r\\n$3\\r\\nxxx\\r\\n'
+    """
+    out: list[bytes | memoryview] = []
+    head = bytearray(b"*%d\r\n" % len(items))
+    for item in items:
+        value = item.encode() if isinstance(item, str) else b"%d" % item if isinstance(item, int) else item
+        head += b"$%d\r\n" % len(value)
+        if len(value) > 16384:
+            out += (bytes(head), value)
+            head = bytearray(b"\r\n")
+        else:
+            head += value
+            head += b"\r\n"
+    out.append(bytes(head))
+    return out
 
 
 class ProducerConflict(RuntimeError):
@@ -128,9 +154,12 @@ class Producer:
     resent: int = 0  # entries appended again after Redis lost them
     lost: int = 0  # acknowledged entries Redis lost that were no longer kept for resending
     outages: int = 0
+    pack: int = 1  # samples per entry: 1 = classic entries, more = packed ones of up to ``pack`` samples
 
     def __post_init__(self) -> None:
         encode_origin(self.producer_id, 0)  # InvalidSample naming the problem
+        if not 1 <= self.pack <= MAX_PACK_MAX:
+            raise ValueError(f"pack must be 1..{MAX_PACK_MAX} samples per entry, got {self.pack}")
         if self.retry_for < 0 or self.resend_window < 0 or self.resend_max < 0 or self.ttl <= 0:
             raise ValueError("retry_for, resend_window and resend_max must be >= 0, ttl > 0")
         self._fence = self.keys.producer(self.producer_id)
@@ -149,7 +178,9 @@ class Producer:
         return self._next
 
     def append(self, images: np.ndarray, labels: list[int]) -> list[bytes]:
-        """Append the entries (``(n, 784)`` uint8 and n digits) after all earlier ones; returns their ids."""
+        """Append the samples (``(n, 784)`` uint8 and n digits) after all earlier ones; returns their ids.
+
+        One id per sample: the samples of one packed entry share its id."""
         if not labels:
             return []
         if self._next is None:
@@ -173,8 +204,8 @@ class Producer:
         while True:
             piece = pending[0]
             try:
-                reply: list[Any] = self._script(keys=[self.keys.samples, self._fence], args=self._args(piece))
-                ids = self._settle(piece, batch, reply)
+                reply: list[Any] = self._append(keys=[self.keys.samples, self._fence], args=self._args(piece))
+                ids = self._per_sample(piece, self._settle(piece, batch, reply))
             except RETRYABLE as exc:
                 self._wait(exc)
                 continue
@@ -190,12 +221,50 @@ class Producer:
             piece.acked_at = time.monotonic()
 
     def _args(self, piece: _Batch) -> list[Any]:
+        pack, n = self.pack, len(piece.labels)
+        entries = -(-n // pack)
         args: list[Any] = [b"" if self._held is None else b"%d" % self._held, round(self.ttl * 1000),
-                           self.producer_id, self._token, len(piece.labels)]  # fmt: skip
+                           self.producer_id, self._token, entries, FIELD_LABEL if pack == 1 else FIELD_LABELS,
+                           b"%d" % (piece.end - 1)]  # fmt: skip
         rows = memoryview(piece.pixels)
-        for i, (label, seq) in enumerate(zip(piece.labels, range(piece.first, piece.end), strict=True)):
-            args += (rows[i * N_PIXELS : (i + 1) * N_PIXELS], _LABEL_BYTES[label], b"%d" % seq)
+        if pack == 1:
+            for i, (label, seq) in enumerate(zip(piece.labels, range(piece.first, piece.end), strict=True)):
+                args += (rows[i * N_PIXELS : (i + 1) * N_PIXELS], _LABEL_BYTES[label], b"%d" % seq)
+            return args
+        text = (np.array(piece.labels, dtype=np.uint8) + 48).tobytes()
+        for start in range(0, n, pack):
+            stop = min(n, start + pack)
+            args += (rows[start * N_PIXELS : stop * N_PIXELS], text[start:stop], b"%d" % (piece.first + start))
         return args
+
+    def _append(self, keys: list[str], args: list[Any]) -> Any:
+        """The append script; packed entries' pixels go out as they are (redis-py's hiredis packer copies them)."""
+        client = self.client
+        if self.pack == 1 or type(client) is not redis.Redis:
+            return self._script(keys=keys, args=args)
+        pool = client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(_packed_command([b"EVALSHA", self._script.sha, len(keys), *keys, *args]))  # type: ignore[no-untyped-call]
+            reply = connection.read_response()
+        except redis.exceptions.NoScriptError:  # not loaded (yet, or Redis restarted): redis-py's way loads it
+            return self._script(keys=keys, args=args)
+        except BaseException:
+            connection.disconnect()  # type: ignore[no-untyped-call]  # a reply may be on its way: not reused
+            raise
+        finally:
+            pool.release(connection)
+        return reply
+
+    def _per_sample(self, piece: _Batch, ids: list[bytes] | None) -> list[bytes] | None:
+        """The entries' ids, one per sample (a packed entry's id repeated for each of its samples)."""
+        if ids is None or self.pack == 1:
+            return ids
+        n, pack = len(piece.labels), self.pack
+        out: list[bytes] = []
+        for k, entry_id in enumerate(ids):
+            out += [entry_id] * (min(n, (k + 1) * pack) - k * pack)
+        return out
 
     def _settle(self, piece: _Batch, batch: _Batch, reply: list[Any]) -> list[bytes] | None:
         """The ids of ``piece`` if Redis holds it now; None (and ``_held`` updated) if Redis lost entries."""
@@ -215,13 +284,14 @@ class Producer:
 
     def _read_back(self, first_id: bytes, last_id: bytes, piece: _Batch) -> list[bytes]:
         """The ids of a batch that landed while its reply was lost (one script: a contiguous range)."""
+        expected = -(-len(piece.labels) // self.pack)
         entries: list[tuple[bytes, Any]] = self.client.xrange(  # type: ignore[assignment]
-            self.keys.samples, first_id, last_id, count=len(piece.labels)
+            self.keys.samples, first_id, last_id, count=expected
         )
         ids = [entry_id for entry_id, _ in entries]
-        if len(ids) != len(piece.labels):
+        if len(ids) != expected:
             log.warning("%d of %d entries appended by producer %s were trimmed before their ids could be read back",
-                        len(piece.labels) - len(ids), len(piece.labels), self.producer_id)  # fmt: skip
+                        expected - len(ids), expected, self.producer_id)  # fmt: skip
         return ids
 
     def _count_lost(self, held: int | None, batch: _Batch) -> None:

@@ -42,6 +42,9 @@ __all__ = [
 ]
 
 DEFAULT_BATCH_SIZE = 1000
+#: Samples per packed entry for bulk sources (``digitstream publish``): the worker's default batch size,
+#: so that each entry is one batch the worker learns.
+BULK_PACK = 1000
 #: With a rate limit, batches are cut so that one goes out about every 1/_PACED_BATCHES_PER_S seconds.
 _PACED_BATCHES_PER_S = 20
 
@@ -117,7 +120,13 @@ class Publisher:
     keys
         The model's keys (``Settings.keys`` or ``Keys.for_model(name)``).
     batch_size
-        Entries appended per round trip (one Lua script each).
+        Samples appended per round trip (one Lua script each); raised to ``pack`` if below it.
+    pack
+        Samples per stream entry: 1 (the default) appends classic entries, one sample each, as a
+        person or redis-cli would; more appends packed entries of up to ``pack`` samples
+        (``digitstream.packed``), several times faster to send and to learn, for bulk backfill.
+        It must not exceed the worker's ``pack_max`` setting (default 1024), or the worker
+        dead-letters the entries.
     rate
         Optional limit in samples per second; batches are then cut small and paced evenly, and the
         pace carries over from one ``publish`` call to the next.
@@ -158,9 +167,11 @@ class Publisher:
         resend_max: int = 100_000,
         replicas: int = 0,
         wait_timeout: float = 1.0,
+        pack: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = max(batch_size, pack)
         if rate is not None and not rate > 0:
             raise ValueError(f"rate must be > 0 samples/s, got {rate}")
         self.client = client
@@ -177,6 +188,7 @@ class Publisher:
             resend_max=resend_max,
             replicas=replicas,
             wait_timeout=wait_timeout,
+            pack=pack,
         )
         self.sent = 0
         self.rejected = 0

@@ -58,6 +58,7 @@ class SampleSet:
     description: str
     locate: Callable[[int], str]  # where sample i comes from, for messages
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (where, reason), never sent
+    bulk: bool = True  # an archive (IDX, npz, CSV) rather than images drawn one by one: packed by default
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -190,7 +191,12 @@ def read_image_folder(directory: Path) -> SampleSet:
         raise SourceError(f"{directory}: no readable images in sub-folders 0..9{reason}")
     images = np.stack(rows)
     return SampleSet(
-        images, np.array(labels, dtype=np.int64), f"{directory} ({len(rows)} images)", names.__getitem__, unreadable
+        images,
+        np.array(labels, dtype=np.int64),
+        f"{directory} ({len(rows)} images)",
+        names.__getitem__,
+        unreadable,
+        bulk=False,
     )
 
 

@@ -14,7 +14,8 @@ Snapshot metadata (``SnapshotMeta``, the ``meta`` field of a snapshot hash, see 
 
     schema, model, version (assigned by the store), samples_learned, last_id, created_at (unix s),
     entries_consumed (learned + skipped + dead-lettered + duplicate entries), deadletter_count, samples_skipped,
-    duplicates_skipped (entries whose producer had already sent their seq),
+    duplicates_skipped (samples whose producer had already sent their seq),
+    offset (samples of the packed entry after last_id included too; 0 when absent),
     learner {format, params, n_samples},
     metrics {samples, prequential_accuracy, rolling_accuracy, rolling_window, confusion_matrix (10x10),
              per_class_recall (10), drift_events [{samples, detector, direction, error_rate}],
@@ -231,7 +232,8 @@ class SnapshotMeta:
     created_at: float | None = None  # unix seconds
     deadletter_count: int = 0
     samples_skipped: int = 0  # by the divergence guard
-    duplicates_skipped: int = 0  # entries sent again by their producer (worker.dedupe)
+    duplicates_skipped: int = 0  # samples sent again by their producer (worker.dedupe)
+    offset: int = 0  # samples of the entry after last_id included too (a packed entry; 0 in older snapshots)
     metrics: MetricsReport = field(default_factory=MetricsReport)
     faults: tuple[Fault, ...] = ()  # the newest few
     worker_id: str | None = None
@@ -254,6 +256,7 @@ class SnapshotMeta:
             "deadletter_count": self.deadletter_count,
             "samples_skipped": self.samples_skipped,
             "duplicates_skipped": self.duplicates_skipped,
+            "offset": self.offset,
             "learner": self.learner.to_json(),
             "metrics": self.metrics.to_json(),
             "faults": [fault.to_json() for fault in self.faults],
@@ -279,6 +282,7 @@ class SnapshotMeta:
             deadletter_count=get(d, "deadletter_count", integer, where, 0),
             samples_skipped=get(d, "samples_skipped", integer, where, 0),
             duplicates_skipped=get(d, "duplicates_skipped", integer, where, 0),
+            offset=get(d, "offset", integer, where, 0),
             metrics=get(d, "metrics", MetricsReport.from_json, where, MetricsReport()),
             faults=get(d, "faults", array(Fault.from_json), where, ()),
             worker_id=get(d, "worker_id", s, where, None),

@@ -7,7 +7,8 @@ Redis layout for a model named ``M`` (default ``digitstream``). Every key of a m
 hash tag ``{M}``, so on a Redis Cluster they all live in one slot and each script touches one slot
 (model names cannot contain braces)::
 
-    {M}:samples               stream   labelled samples: fields pixels, label (+ producer, seq; + ignored extras)
+    {M}:samples               stream   labelled samples: fields pixels, label (+ producer, seq; + ignored extras),
+                                       or packed: pixels, labels (N samples; digitstream.packed)
     {M}:deadletter            stream   rejected entries: original fields + original_id + reason
     {M}:snapshot:latest       string   version number of the newest snapshot
     {M}:snapshot:versions     zset     kept versions (score = version)
@@ -35,6 +36,8 @@ Stream entry (canonical form): ``pixels`` = 784 raw bytes, row-major 28x28, 0 = 
 Optionally ``producer`` (1-64 characters ``A-Z a-z 0-9 _ . : -``) and ``seq`` (decimal, 0..2**63-1),
 both or neither: the worker skips an entry whose ``seq`` is not above the highest it has learned
 from that producer (a resent duplicate; see ``Origin`` and docs/worker.md).
+
+Packed entry (``digitstream.packed``): ``pixels`` = N x 784 raw bytes, ``labels`` = N ASCII digits.
 """
 
 from __future__ import annotations
@@ -283,9 +286,9 @@ def decode_entry(fields: dict[bytes, bytes]) -> tuple[np.ndarray, int]:
 class Origin:
     """Who appended an entry and its number in that producer's sequence (the optional fields).
 
-    A sequence number counts **entries** (one XADD each, the unit Redis appends atomically), not
-    samples: an entry holding several samples takes one number, and a batch of N entries takes N
-    consecutive ones. Numbers must increase along the stream for each producer; gaps are allowed
+    A sequence number counts **samples**: a classic entry takes one number, and a packed entry of
+    N samples (``digitstream.packed``) the N numbers from its ``seq`` on, so resends are recognised
+    sample by sample whatever the packing. Numbers must increase along the stream for each producer; gaps are allowed
     (the worker cannot tell a lost entry from a number never used). An entry whose number is not
     above the highest the worker has seen from its producer is a duplicate: skipped, counted, never
     learned nor dead-lettered. One producer id therefore belongs to one sender at a time, which
@@ -377,6 +380,14 @@ class DecodedBatch:
     # both empty when no entry of the batch has an origin.
     producers: list[bytes | None] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
+    # With packed entries (``digitstream.packed``) ``ids`` has one id per sample (an entry's id
+    # repeated), ``offsets`` each sample's index inside its entry and ``sizes`` each packed entry's
+    # sample count; None and empty when the batch holds no packed entry. ``last_id`` and ``partial``
+    # say how far the batch reaches: ``partial`` samples of the entry after ``last_id`` included
+    # (a piece of a read cut inside a packed entry, ``worker.pieces``).
+    offsets: np.ndarray | None = None  # int64, aligned with ids
+    sizes: dict[bytes, int] = field(default_factory=dict)
+    partial: int = 0
 
     @property
     def origins(self) -> list[Origin | None]:
@@ -391,16 +402,20 @@ class DecodedBatch:
         producers = [self.producers[i] for i in kept] if self.producers else []
         seqs = [self.seqs[i] for i in kept] if self.producers else []
         ids = [self.ids[i] for i in kept]
-        return DecodedBatch(ids, self.images[keep], self.labels[keep], self.rejects, self.last_id, producers, seqs)
+        offsets = None if self.offsets is None else self.offsets[keep]
+        return DecodedBatch(
+            ids, self.images[keep], self.labels[keep], self.rejects, self.last_id, producers, seqs,
+            offsets, self.sizes, self.partial,
+        )  # fmt: skip
 
 
-def decode_entries(entries: Sequence[Sequence[Any]]) -> DecodedBatch:
+def decode_entries(entries: Sequence[Sequence[Any]], pack_max: int = 1024) -> DecodedBatch:
     """Decode a stream read; the fast path handles canonical entries without a per-pixel loop.
 
     An entry is ``(id, fields)`` with the fields as a dict (redis-py's XREAD answer) or as the flat
     ``[name, value, ...]`` list of the raw Redis reply, which the worker reads to skip building a
     dict per entry (a quarter of its reading time). In a flat list a repeated name keeps its last
-    value, as in redis-py's dicts.
+    value, as in redis-py's dicts. Packed entries (``labels``) hold 1..``pack_max`` samples each.
     """
     ids: list[bytes] = []
     chunks: list[bytes] = []
@@ -408,6 +423,7 @@ def decode_entries(entries: Sequence[Sequence[Any]]) -> DecodedBatch:
     producers: list[bytes | None] = []
     seqs: list[int] = []
     rejects: list[tuple[bytes, dict[bytes, bytes], str]] = []
+    packed = _packed.Unpacker(pack_max, ids, chunks, labels, producers, seqs, rejects)
     labels_get = _LABELS.get
     known = _KNOWN_PRODUCERS
     for entry_id, fields in entries:
@@ -439,6 +455,9 @@ def decode_entries(entries: Sequence[Sequence[Any]]) -> DecodedBatch:
             producers.append(None)
             seqs.append(-1)
             continue
+        if _packed.FIELD_LABELS in fields:
+            packed.add(entry_id, fields)
+            continue
         try:
             pixels, value = decode_entry(fields)
             origin = decode_origin(fields)
@@ -453,11 +472,13 @@ def decode_entries(entries: Sequence[Sequence[Any]]) -> DecodedBatch:
         labels.append(value)
         producers.append(None if origin is None else origin.producer)
         seqs.append(-1 if origin is None else origin.seq)
-    images = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(len(chunks), N_PIXELS)
+    images = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(len(ids), N_PIXELS)
     last_id = entries[-1][0] if entries else None
     if not any(producers):  # no entry has an origin: the worker skips the duplicate check
         producers, seqs = [], []
-    return DecodedBatch(ids, images, np.array(labels, dtype=np.int64), rejects, last_id, producers, seqs)
+    return DecodedBatch(
+        ids, images, np.array(labels, dtype=np.int64), rejects, last_id, producers, seqs, *packed.offsets()
+    )
 
 
 #: A dead letter keeps at most this many of the entry's fields (the first ones, in entry order) ...
@@ -521,3 +542,6 @@ def parse_id(entry_id: bytes | str) -> tuple[int, int]:
 def _show(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+from . import packed as _packed  # noqa: E402  (it builds on this module)

@@ -68,7 +68,10 @@ class Settings(BaseSettings):
     )
 
     # -- worker ---------------------------------------------------------------------------
-    batch_size: int = Field(1000, ge=1, le=100_000, description="entries per blocking stream read")
+    batch_size: int = Field(
+        1000, ge=1, le=100_000, description="entries per blocking stream read, and samples per learned batch"
+    )
+    pack_max: int = Field(1024, ge=1, le=16384, description="samples a packed stream entry may hold")
     block_ms: int = Field(200, ge=1, le=60_000, description="how long one read waits for new entries")
     snapshot_every: int = Field(100_000, ge=1, description="samples between snapshots")
     snapshot_interval: float = Field(0.5, gt=0, le=3600, description="seconds between snapshots")
@@ -79,7 +82,7 @@ class Settings(BaseSettings):
     keep_hourly: int = Field(
         24, ge=0, le=720, description="also keep one version per hour for this many hours (a pinned one is always kept)"
     )
-    retention_max_len: int = Field(100_000, ge=0, description="learned entries kept in the stream")
+    retention_max_len: int = Field(100_000, ge=0, description="learned samples kept in the stream")
     retention_max_age: float | None = Field(None, gt=0, description="seconds learned entries are kept")
     deadletter_max_len: int = Field(
         10_000, ge=1, le=10_000_000, description="dead letters kept (the newest; trimmed with MAXLEN ~)"

@@ -10,6 +10,10 @@ and checks that every bad entry is in the dead-letter stream with its original i
 and that the model equals one trained on the valid samples alone. The large run (>= 100,000
 entries, fields of >= 10 MB, a worker process) is ``benchmarks/fuzz_stream.py``; a short one is in
 ``test_fuzz_stream.py``.
+
+Packed entries (``digitstream.packed``) are in the campaign: malformed ones (lengths that disagree,
+too many or no samples, both label fields, oversized) are dead-lettered whole; bad samples inside
+well-formed ones are dead-lettered alone, with their index, the rest learned.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from hypothesis import strategies as st
 
 from digitstream.benchmarks.fuzz_entries import BAD_TOKENS, FuzzEntries, oracle
 from digitstream.learner import DeltaRuleLearner
+from digitstream.packed import DEFAULT_PACK_MAX, max_packed_bytes
 from digitstream.protocol import MAX_ENTRY_BYTES, N_PIXELS, decode_entries, encode_sample
 from digitstream.store import read_snapshot
 
@@ -133,8 +138,12 @@ def test_the_fuzz_generators_entries_are_learned_or_rejected_exactly_as_the_orac
 @st.composite
 def malformed_entry(draw: st.DrawFn) -> dict[bytes, bytes]:
     kind = draw(
-        st.sampled_from(["no_label", "no_pixels", "bad_label", "raw_length", "json", "oversized", "extra_only", "fuzz"])
+        st.sampled_from(
+            ["no_label", "no_pixels", "bad_label", "raw_length", "json", "oversized", "extra_only", "fuzz", "packed"]
+        )
     )
+    if kind == "packed":
+        return draw(malformed_packed())
     if kind == "fuzz":
         json_entry = st.builds(lambda p, lab: {b"pixels": p, b"label": lab}, adversarial_json(), VALID_LABEL)
         return draw(json_entry.filter(lambda fields: oracle(fields) is None))
@@ -154,12 +163,39 @@ def malformed_entry(draw: st.DrawFn) -> dict[bytes, bytes]:
     return {b"source": draw(st.binary(max_size=50))}
 
 
+@st.composite
+def malformed_packed(draw: st.DrawFn) -> dict[bytes, bytes]:
+    """A packed entry malformed as a whole."""
+    kind = draw(st.sampled_from(["length", "no_samples", "too_many", "both_labels", "no_pixels", "oversized"]))
+    n = draw(st.integers(1, 40))
+    labels = draw(st.binary(min_size=n, max_size=n))  # bad label bytes too: the entry is refused before them
+    if kind == "length":
+        size = draw(st.integers(0, 41 * N_PIXELS).filter(lambda k: k != n * N_PIXELS))
+        return {b"pixels": bytes(size), b"labels": labels}
+    if kind == "no_samples":
+        return {b"pixels": draw(st.binary(max_size=N_PIXELS)), b"labels": b""}
+    if kind == "too_many":
+        n = DEFAULT_PACK_MAX + draw(st.integers(1, 3))
+        return {b"pixels": bytes(n * N_PIXELS), b"labels": b"1" * n}
+    if kind == "both_labels":
+        return {b"pixels": bytes(n * N_PIXELS), b"labels": labels, b"label": draw(VALID_LABEL)}
+    if kind == "no_pixels":
+        return {b"labels": labels}
+    padding = max_packed_bytes() - DEFAULT_PACK_MAX * (N_PIXELS + 1) + draw(st.integers(1, 5000))
+    return {
+        b"pixels": bytes(DEFAULT_PACK_MAX * N_PIXELS),
+        b"labels": b"7" * DEFAULT_PACK_MAX,
+        b"source": bytes(padding),
+    }
+
+
 @settings(max_examples=1000, deadline=None)
 @given(entry=malformed_entry())
 def test_the_codec_rejects_every_generated_malformed_entry_with_a_reason(entry: dict[bytes, bytes]) -> None:
     batch = decode_entries([(b"1-1", entry)])
     assert batch.ids == [] and len(batch.images) == 0
-    assert [(entry_id, fields) for entry_id, fields, _ in batch.rejects] == [(b"1-1", entry)]
+    assert [entry_id for entry_id, _, _ in batch.rejects] == [b"1-1"]
+    assert batch.rejects[0][1] == entry  # the dead letter's bounds are applied when it is written
     assert batch.rejects[0][2].strip()
     assert batch.last_id == b"1-1"
 
@@ -247,4 +283,51 @@ def test_every_malformed_entry_is_dead_lettered_and_never_touches_the_weights(
     assert snapshot.meta["deadletter_count"] == len(bad)
     reference = DeltaRuleLearner(settings_.hyper_parameters())
     reference.learn_many(good_images, good_labels)
+    assert np.array_equal(snapshot.learner().weights, reference.weights)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sizes=st.lists(st.integers(1, 60), min_size=1, max_size=6),
+    bad=st.sets(st.integers(0, 359), max_size=20),
+    bad_bytes=st.lists(st.binary(min_size=1, max_size=1).filter(lambda b: b not in DIGITS), min_size=20, max_size=20),
+    batch_size=st.integers(1, 50),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_bad_samples_inside_packed_entries_are_dead_lettered_alone_and_the_rest_learned(
+    make_settings, redis_client: redis.Redis, sizes, bad, bad_bytes, batch_size, seed
+) -> None:
+    redis_client.flushall()
+    settings_ = make_settings(batch_size=batch_size)
+    keys = settings_.keys
+    total = sum(sizes)
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (total, N_PIXELS)).astype(np.uint8)
+    labels = bytearray((rng.integers(0, 10, total) + 48).astype(np.uint8).tobytes())
+    wrong = sorted(i for i in bad if i < total)
+    for k, i in enumerate(wrong):
+        labels[i : i + 1] = bad_bytes[k]
+    start, where = 0, {}
+    for size in sizes:
+        entry_id = redis_client.xadd(
+            keys.samples,
+            {b"pixels": images[start : start + size].tobytes(), b"labels": bytes(labels[start : start + size])},
+        )
+        where.update({i: (entry_id, i - start) for i in range(start, start + size)})
+        start += size
+
+    from digitstream.worker.loop import Worker
+
+    Worker(settings_, redis_client).run(burst=True)
+
+    dead = redis_client.xrange(keys.deadletter)
+    assert [(f[b"original_id"], int(f[b"index"])) for _, f in dead] == [where[i] for i in wrong]
+    assert [f[b"pixels"] for _, f in dead] == [images[i].tobytes() for i in wrong]
+    assert [f[b"label"] for _, f in dead] == [bytes(labels[i : i + 1]) for i in wrong]
+    good = [i for i in range(total) if i not in set(wrong)]
+    snapshot = read_snapshot(redis_client, keys)
+    assert snapshot is not None and snapshot.samples_learned == len(good)
+    assert snapshot.meta["entries_consumed"] == len(sizes) and snapshot.meta["deadletter_count"] == len(wrong)
+    reference = DeltaRuleLearner(settings_.hyper_parameters())
+    reference.learn_many(images[good], np.frombuffer(bytes(labels), np.uint8)[good].astype(np.int64) - 48)
     assert np.array_equal(snapshot.learner().weights, reference.weights)

@@ -29,14 +29,16 @@ def test_benchmarks_md_has_the_machine_the_goals_and_every_part(bench_out: Path)
     assert text.startswith("# digitstream benchmarks")
     assert "`digitstream bench --quick`" in text and "**Quick run**" in text
     assert "**Machine:**" in text and "cores" in text and "**Versions:**" in text and "numba" in text
-    for section in ("## Headline", "## Goals:", "## Learners", "## Worker ingest", "## Publisher", "## Service",
-                    "## What an anonymous request costs", "## Stream fuzzer"):  # fmt: skip
+    for section in ("## Headline", "## Goals:", "## Learners", "## Worker ingest", "## Publisher",
+                    "## Packed entries", "## Service", "## What an anonymous request costs",
+                    "## Stream fuzzer"):  # fmt: skip
         assert f"\n{section}" in text, section
     for row in ("river SoftmaxRegression", "river OneVsRest(LogisticRegression)", "the post's pure Python",
                 "numpy loop", "Vowpal Wabbit", "raw read + decode (ceiling)", "raw pipelined XADD",
                 "GET /healthz (trivial)", "POST /predict", "freshness", "digitstream mlp (exact per-sample)",
                 "numpy reference, mlp rule", "scikit-learn MLPClassifier.partial_fit", "--oaa 10 --nn 256",
-                "worker, mlp rule (learn + snapshots)", "test accuracy after each of"):  # fmt: skip
+                "worker, mlp rule (learn + snapshots)", "test accuracy after each of",
+                "end to end, packed entries (1000)", "publisher, packed entries (1000)"):  # fmt: skip
         assert row in text, row
 
 
@@ -45,8 +47,8 @@ def test_every_goal_of_the_issues_gets_a_verdict(bench_out: Path) -> None:
     goals = text.split("\n## Goals:", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in goals.splitlines() if line.startswith("| ") and not line.startswith(("| goal", "| ---"))]
     # issue 14's: upload memory and CPU, /predict p99 under uploads (batches: full runs); issue 16's: the mlp's 5;
-    # issue 13's: the stream fuzzer's 6
-    assert len(rows) == 11 + 3 + 5 + 6
+    # issue 13's: the stream fuzzer's 6; issue 18's: packed entries end to end (2), in the worker, in the publisher
+    assert len(rows) == 11 + 3 + 5 + 6 + 4
     assert all(row.rstrip().endswith(("| met |", "| **NOT met** |")) for row in rows)
 
 

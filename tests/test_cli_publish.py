@@ -109,6 +109,39 @@ def test_publishing_a_folder_of_pngs_labelled_by_sub_folder(
     np.testing.assert_array_equal(sent_labels, labels[order])
 
 
+def entry_sizes(client: redis.Redis) -> list[int]:
+    """The samples in each stream entry (classic: 1; packed: the length of ``labels``)."""
+    return [len(fields.get(b"labels", b"x")) for _, fields in client.xrange(KEYS.samples)]
+
+
+def test_archives_go_as_packed_entries_by_default_and_pack_chooses_the_size(
+    redis_url: str, redis_client: redis.Redis, mnist_dir: Path, mnist_train: tuple[np.ndarray, np.ndarray]
+) -> None:
+    assert publish(redis_url, str(mnist_dir), "--limit", "2500")["sent"] == 2500
+    assert entry_sizes(redis_client) == [1000, 1000, 500]
+    redis_client.delete(KEYS.samples)
+    publish(redis_url, str(mnist_dir), "--limit", "250", "--pack", "100")
+    assert entry_sizes(redis_client) == [100, 100, 50]
+    sent_images, sent_labels = stream_contents(redis_client)
+    np.testing.assert_array_equal(sent_images, mnist_train[0][:250].reshape(250, 784))
+    np.testing.assert_array_equal(sent_labels, mnist_train[1][:250])
+    redis_client.delete(KEYS.samples)
+    publish(redis_url, str(mnist_dir), "--limit", "5", "--pack", "1")
+    assert entry_sizes(redis_client) == [1] * 5 and b"label" in redis_client.xrange(KEYS.samples)[0][1]
+
+
+def test_image_folders_and_paced_feeds_stay_classic(
+    redis_url: str, redis_client: redis.Redis, mnist_dir: Path, tmp_path: Path, sample: tuple
+) -> None:
+    images, labels = sample
+    for i, (image, label) in enumerate(zip(images[:5], labels[:5], strict=True)):
+        (tmp_path / str(label)).mkdir(exist_ok=True)
+        Image.fromarray(image.reshape(28, 28), "L").save(tmp_path / str(label) / f"{i:02d}.png")
+    publish(redis_url, str(tmp_path))
+    publish(redis_url, str(mnist_dir), "--limit", "5", "--rate", "1000/s")
+    assert entry_sizes(redis_client) == [1] * 10
+
+
 def test_the_human_summary_names_the_stream_and_the_count(redis_url: str, mnist_dir: Path) -> None:
     done = run_cli("publish", str(mnist_dir), "--limit", "10", "--redis-url", redis_url)
     assert done.returncode == 0, done.stderr
@@ -193,6 +226,7 @@ def test_a_source_with_no_valid_sample_exits_2_after_its_summary(redis_url: str,
         (["--rate", "0"], "must be more than 0"),
         (["--limit", "-1"], "--limit"),
         (["--model", "bad model!"], "model_name"),
+        (["--pack", "2000"], "above the pack_max setting (1024)"),
     ],
 )
 def test_invalid_options_exit_2_and_say_which(redis_url: str, mnist_dir: Path, args: list[str], message: str) -> None:

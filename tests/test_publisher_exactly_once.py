@@ -62,10 +62,11 @@ def batch(n: int, offset: int = 0) -> tuple[np.ndarray, list[int]]:
     return rng.integers(0, 256, (n, 784), dtype=np.uint8), [(offset + i) % 10 for i in range(n)]
 
 
-def test_a_batch_whose_reply_was_lost_is_not_appended_twice(server: RedisServer) -> None:
+@pytest.mark.parametrize("pack", [1, 3], ids=["classic", "packed"])
+def test_a_batch_whose_reply_was_lost_is_not_appended_twice(server: RedisServer, pack: int) -> None:
     """Redis paused past the client's timeout: the batch is sent again, the fence tells it had landed."""
     client = connect(server, timeout=0.3)
-    producer = Producer(client, KEYS, "paused", retry_for=30)
+    producer = Producer(client, KEYS, "paused", retry_for=30, pack=pack)
     producer.append(*batch(5))
     resume = threading.Timer(1.0, os.kill, (server.process.pid, signal.SIGCONT))  # type: ignore[union-attr]
     os.kill(server.process.pid, signal.SIGSTOP)  # type: ignore[union-attr]
@@ -76,7 +77,9 @@ def test_a_batch_whose_reply_was_lost_is_not_appended_twice(server: RedisServer)
         resume.join()
     assert producer.outages == 1
     assert stream_origins(client) == [(b"paused", seq) for seq in range(10)]
-    assert ids == [entry_id for entry_id, _ in client.xrange(KEYS.samples)][5:]
+    entry_ids = [entry_id for entry_id, _ in client.xrange(KEYS.samples)]
+    assert len(entry_ids) == (10 if pack == 1 else 4)  # packed: entries of 3 + 2 samples per batch
+    assert ids == (entry_ids[5:] if pack == 1 else [entry_ids[2]] * 3 + [entry_ids[3]] * 2)
 
 
 def save_aof(server: RedisServer, saved: Path) -> None:
@@ -96,9 +99,12 @@ def rolled_back(server: RedisServer, saved: Path) -> None:
     server.start()
 
 
-def test_entries_redis_acknowledged_then_lost_are_sent_again_in_order(server: RedisServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pack", [1, 3], ids=["classic", "packed"])
+def test_entries_redis_acknowledged_then_lost_are_sent_again_in_order(
+    server: RedisServer, tmp_path: Path, pack: int
+) -> None:
     client = connect(server)
-    producer = Producer(client, KEYS, "rolled", retry_for=30)
+    producer = Producer(client, KEYS, "rolled", retry_for=30, pack=pack)
     producer.append(*batch(4))
     save_aof(server, tmp_path / "saved")  # the disk holds batch 1 only
     producer.append(*batch(3, offset=4))

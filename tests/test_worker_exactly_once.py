@@ -1,6 +1,7 @@
 """Exactly once: a `digitstream worker` SIGKILLed at random moments ends with the uninterrupted model.
 
-The stream (20,000 MNIST samples with malformed entries sprinkled in) is published at a steady
+The stream (20,000 MNIST samples with malformed entries sprinkled in; every other thousand samples
+in packed entries of up to 137, some holding a bad sample, cut by the worker's pieces of 200) is published at a steady
 pace while real worker processes are started and killed with SIGKILL at random moments (often
 between snapshots, sometimes during one); its last entries wait until the kills are over, so each
 kill lands before the stream is complete, however slow the machine (every other worker is killed only
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 import redis
 
+from digitstream.packed import encode_packed
 from digitstream.protocol import N_PIXELS, encode_sample
 from digitstream.settings import load_settings
 from digitstream.store import read_snapshot
@@ -30,29 +32,54 @@ from tests.worker_support import WorkerProcess, latest, publish_raw, reference, 
 
 N_SAMPLES = 20_000
 KILLS = 6
-RATE = 1500  # samples/s published: the stream keeps growing while the workers are killed
+RATE = 700  # samples/s published (a packed entry as its samples): the stream keeps growing while workers are killed
 MALFORMED = [
     {b"pixels": b"\x00" * 10, b"label": b"1"},
     {b"label": b"2"},
     {b"pixels": b"[" + b"0," * 782 + b"0]", b"label": b"3"},
     {b"pixels": b"\x00" * N_PIXELS, b"label": b"x"},
+    {b"pixels": b"\x00" * (2 * N_PIXELS + 1), b"labels": b"12"},  # a malformed packed entry
+    {b"pixels": b"\x00" * N_PIXELS, b"labels": b"x"},  # a packed entry of one bad sample
 ]
+PACKED = 137  # samples per packed entry: pieces of 200 samples end inside entries
+
+
+def with_bad_sample(fields: dict[bytes, bytes], index: int) -> dict[bytes, bytes]:
+    """A packed entry with a sample of label "x" (all-zero pixels) inserted at ``index``."""
+    pixels, labels, at = fields[b"pixels"], fields[b"labels"], index * N_PIXELS
+    return {b"pixels": pixels[:at] + bytes(N_PIXELS) + pixels[at:], b"labels": labels[:index] + b"x" + labels[index:]}
 
 
 def stream_entries(images: np.ndarray, labels: np.ndarray) -> list[dict[bytes, bytes]]:
-    """The samples in order, with one malformed entry after every 97th."""
+    """The samples in order, every other thousand packed, with one malformed entry after every 97th.
+
+    The packed entry starting at every fifth hundred holds an extra bad sample (label "x") in its middle.
+    """
     entries: list[dict[bytes, bytes]] = []
-    for i in range(len(labels)):
-        entries.append(encode_sample(images[i], int(labels[i])))
-        if i % 97 == 96:
-            entries.append({**MALFORMED[(i // 97) % len(MALFORMED)], b"source": b"%d" % i})
+    i = 0
+    while i < len(labels):
+        if (i // 1000) % 2:
+            stop = min(i + PACKED, (i // 1000 + 1) * 1000)
+            fields = encode_packed(images[i:stop], labels[i:stop])
+            if (i // 100) % 5 == 0:
+                fields = with_bad_sample(fields, (stop - i) // 2)
+            entries.append({**fields, b"source": b"p%d" % i})
+        else:
+            stop = i + 1
+            entries.append(encode_sample(images[i], int(labels[i])))
+        for j in range(i, stop):  # (packed entries are tagged "p<first sample>", malformed ones "<sample>")
+            if j % 97 == 96:
+                entries.append({**MALFORMED[(j // 97) % len(MALFORMED)], b"source": b"%d" % j})
+        i = stop
     return entries
 
 
 def paced_publisher(
     url: str, stream: str, entries: list[dict[bytes, bytes]], rate: float, hold_back: int, release: threading.Event
 ) -> threading.Thread:
-    """Publishes at ``rate``; the last ``hold_back`` entries wait for ``release``, so every kill lands mid-stream."""
+    """Publishes at ``rate`` samples/s; the last ``hold_back`` entries wait for ``release``, so every kill lands
+    mid-stream. A packed entry takes as long as its samples would one by one."""
+    sizes = np.cumsum([len(fields.get(b"labels", b"x")) for fields in entries])
 
     def publish() -> None:
         client = redis.Redis.from_url(url)
@@ -60,8 +87,9 @@ def paced_publisher(
         for begin in range(0, len(entries), 150):
             if begin >= len(entries) - hold_back:
                 release.wait(120)
-            publish_raw(client, stream, entries[begin : begin + 150])
-            time.sleep(max(0.0, start + (begin + 150) / rate - time.monotonic()))
+            chunk = entries[begin : begin + 150]
+            publish_raw(client, stream, chunk)
+            time.sleep(max(0.0, start + int(sizes[begin + len(chunk) - 1]) / rate - time.monotonic()))
         client.close()
 
     thread = threading.Thread(target=publish, name="paced-publisher", daemon=True)
@@ -151,7 +179,19 @@ def test_a_worker_killed_at_random_moments_learns_every_sample_exactly_once(
     assert state_difference(final.learner(), expected.learner()) <= 1e-9, f"seed {seed}"
     plain, _ = reference(settings, images, labels)
     assert state_difference(final.learner(), plain) <= 1e-9
-    assert final.meta["deadletter_count"] == expected.meta["deadletter_count"] == len(entries) - N_SAMPLES
-    dead_sources = [fields[b"source"] for _, fields in redis_client.xrange(keys.deadletter)]
-    assert dead_sources == [b"%d" % i for i in range(96, N_SAMPLES, 97)], "each dead letter once, in order"
+    bad_samples = sum(
+        fields[b"labels"].count(b"x") for fields in entries if fields.get(b"source", b"").startswith(b"p")
+    )
+    malformed = len(range(96, N_SAMPLES, 97))
+    assert bad_samples > 5 and final.meta["deadletter_count"] == expected.meta["deadletter_count"]
+    assert final.meta["deadletter_count"] == malformed + bad_samples
+    dead = [{k: v for k, v in f.items() if k != b"original_id"} for _, f in redis_client.xrange(keys.deadletter)]
+    dead_expected = [
+        {k: v for k, v in f.items() if k != b"original_id"}
+        for _, f in redis_client.xrange(uninterrupted.keys.deadletter)
+    ]
+    assert dead == dead_expected, "each dead letter once, in order"
+    assert [f[b"source"] for f in dead if b"index" not in f or f[b"source"].isdigit()] == [
+        b"%d" % i for i in range(96, N_SAMPLES, 97)
+    ]
     assert final.meta["metrics"]["prequential_accuracy"] == expected.meta["metrics"]["prequential_accuracy"]

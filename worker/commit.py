@@ -18,6 +18,8 @@
   the newest ``retention_max_len`` entries this worker consumed and none older than
   ``retention_max_age``; and, until this worker has consumed ``retention_max_len`` entries itself,
   to that length while little is left to learn (``worker.retention``, ``store.TRIM_PROBE``).
+  The length counts samples (a packed entry as many as it holds); once packed entries were seen
+  only the MINID trims.
   Entries after the lowest position of every model reading the stream (``Keys.readers``, recorded
   by each snapshot and when a worker loads) are never trimmed.
 * **Versions.** The newest ``keep_versions``, the pinned one, and one per minute for
@@ -69,7 +71,7 @@ class Commits:
 
     def __init__(
         self, settings: Settings, client: RedisClient, worker_id: str, retry: RedisRetry,
-        version: int | None = None, entries_consumed: int = 0, parent: int | None = None,
+        version: int | None = None, samples_passed: int = 0, parent: int | None = None,
         deadletter_reasons: dict[str, int] | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings
@@ -84,9 +86,10 @@ class Commits:
         self._deadletter_bytes = 0
         # By reason class over the model's life; committed with the dead letters themselves.
         self.deadletter_reasons: dict[str, int] = dict(deadletter_reasons or {})
-        self._entries = entries_consumed  # at the last snapshot: what the next one has news beyond
+        self._passed = samples_passed  # at the last snapshot: what the next one has news beyond
         self._faults = 0
         self._time = time.monotonic()
+        self._packed = False  # packed entries seen: the script's length trim (in entries) is not used
 
     # -- between snapshots ----------------------------------------------------------------------
     def dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
@@ -97,17 +100,18 @@ class Commits:
         self._deadletter_bytes += sum(len(k) + len(v) for k, v in entry.items())
         log.debug("dead letter %s: %s", entry_id.decode(), entry[FIELD_REASON].decode())
 
-    def consumed(self, entry_ids: list[bytes]) -> None:
-        """Entries passed by the position (their ids decide the retention trim)."""
-        self.consumed_ids.extend(entry_ids)
+    def consumed(self, entry_ids: list[bytes], sizes: dict[bytes, int] | None = None) -> None:
+        """Entries passed by the position (their ids and sizes decide the retention trim)."""
+        self.consumed_ids.extend(entry_ids, sizes)
+        self._packed = self._packed or bool(sizes)
 
     def has_news(self, position: Position, faults_seen: int) -> bool:
-        return position.entries_consumed > self._entries or faults_seen > self._faults
+        return position.samples_passed > self._passed or faults_seen > self._faults
 
     def due(self, position: Position, faults_seen: int) -> bool:
-        """Every ``snapshot_every`` entries, on a burst of dead letters, or ``snapshot_interval`` after news."""
+        """Every ``snapshot_every`` samples, on a burst of dead letters, or ``snapshot_interval`` after news."""
         s = self.settings
-        if position.entries_consumed - self._entries >= s.snapshot_every:
+        if position.samples_passed - self._passed >= s.snapshot_every:
             return True
         if len(self.deadletters) >= MAX_PENDING_DEADLETTERS or self._deadletter_bytes >= MAX_PENDING_DEADLETTER_BYTES:
             return True
@@ -140,7 +144,7 @@ class Commits:
         if self.deadletters:
             self._trim_deadletters()
         self.deadletters, self._deadletter_bytes = [], 0
-        self._entries, self._faults, self._time = position.entries_consumed, health.faults_seen, started
+        self._passed, self._faults, self._time = position.samples_passed, health.faults_seen, started
         return self.version
 
     def meta(
@@ -152,6 +156,7 @@ class Commits:
             learner=LearnerDescriptor.from_json(state.meta()), entries_consumed=position.entries_consumed,
             model=self.keys.model, created_at=created_at, deadletter_count=position.deadletter_count,
             samples_skipped=position.samples_skipped, duplicates_skipped=position.duplicates_skipped,
+            offset=position.offset,
             metrics=metrics, faults=health.faults, deadletter_reasons=dict(self.deadletter_reasons),
             fault_counts=dict(health.fault_counts), worker_id=self.worker_id, stream=self.keys.samples,
             settings=WorkerSettings(
@@ -167,8 +172,9 @@ class Commits:
         minid = trim_minid(last_id, self.consumed_ids, s.retention_max_len, s.retention_max_age, now)
         # The script's own length trim is only needed until this worker knows max_len consumed ids:
         # from then on the MINID above already keeps the stream to that length.
+        # Nor with packed entries: its length counts entries, and its probe reads the entries to learn whole.
         knows_max_len = self.consumed_ids.nth_newest(s.retention_max_len) is not None
-        return minid, 0 if knows_max_len else s.retention_max_len
+        return minid, 0 if knows_max_len or self._packed else s.retention_max_len
 
     def _trim_deadletters(self) -> None:
         """Keep the dead-letter stream to about ``deadletter_max_len`` entries (``MAXLEN ~``: whole nodes).
@@ -229,7 +235,8 @@ class Commits:
         except ValueError:  # not ours: ours is valid JSON that follows the contract
             return None
         same = all(
-            getattr(stored, k) == getattr(meta, k) for k in ("worker_id", "created_at", "last_id", "entries_consumed")
+            getattr(stored, k) == getattr(meta, k)
+            for k in ("worker_id", "created_at", "last_id", "entries_consumed", "offset")
         )
         return version if same else None
 

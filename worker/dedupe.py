@@ -5,6 +5,8 @@ a *mark* per producer: the highest ``seq`` it has consumed from it and the strea
 millisecond part of the entry id) it last saw it. An entry whose ``seq`` is not above its
 producer's mark is a duplicate (a batch the producer sent again because it could not know whether
 it had landed): it is skipped, counted in ``duplicates_skipped``, neither learned nor dead-lettered.
+The samples of a packed entry (``digitstream.packed``) are numbered ``seq + i`` and judged one by
+one, like classic entries: a resend is skipped sample by sample, however it is packed.
 
 **Committed with the weights.** The marks travel in every snapshot as three arrays
 (``producers:id``, ``producers:seq``, ``producers:seen``), written by the same script as the

@@ -25,20 +25,21 @@ from typing import Any
 import numpy as np
 
 from digitstream.learner import Learner, learner_from_state
-from digitstream.protocol import N_PIXELS, DecodedBatch, decode_entries, internal_error
+from digitstream.packed import DEFAULT_PACK_MAX, FIELD_LABELS, sample_deadletter
+from digitstream.protocol import FIELD_PRODUCER, FIELD_SEQ, N_PIXELS, DecodedBatch, decode_entries, internal_error
 
 DIVERGED = "diverged"
 
 
-def decode_isolating(entries: Sequence[Sequence[Any]]) -> DecodedBatch:
+def decode_isolating(entries: Sequence[Sequence[Any]], pack_max: int = DEFAULT_PACK_MAX) -> DecodedBatch:
     """``decode_entries``, with an entry that makes it raise dead-lettered instead (bisection)."""
     try:
-        return decode_entries(entries)
+        return decode_entries(entries, pack_max)
     except Exception as exc:
         if len(entries) <= 1:
             return _rejected(entries, exc)
         mid = len(entries) // 2
-        return concat(decode_isolating(entries[:mid]), decode_isolating(entries[mid:]))
+        return concat(decode_isolating(entries[:mid], pack_max), decode_isolating(entries[mid:], pack_max))
 
 
 def _rejected(entries: Sequence[Sequence[Any]], exc: Exception) -> DecodedBatch:
@@ -74,11 +75,26 @@ def concat(first: DecodedBatch, second: DecodedBatch) -> DecodedBatch:
         for part in (first, second):
             producers += part.producers or [None] * len(part.ids)
             seqs += part.seqs or [-1] * len(part.ids)
+    offsets = None
+    if first.offsets is not None or second.offsets is not None:  # packed entries: each sample's index in its entry
+        parts = [p.offsets if p.offsets is not None else np.zeros(len(p.ids), np.int64) for p in (first, second)]
+        offsets = np.concatenate(parts)
     return DecodedBatch(
         first.ids + second.ids, np.concatenate([first.images, second.images]),
         np.concatenate([first.labels, second.labels]), first.rejects + second.rejects,
-        second.last_id or first.last_id, producers, seqs,
+        second.last_id or first.last_id, producers, seqs, offsets, {**first.sizes, **second.sizes},
     )  # fmt: skip
+
+
+def offender_fields(batch: DecodedBatch, index: int, fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """The dead letter of sample ``index`` of a batch: its entry's fields, or its own for a packed entry's sample."""
+    entry_id = batch.ids[index]
+    if entry_id not in batch.sizes or batch.offsets is None or FIELD_LABELS not in fields:
+        return fields
+    own = sample_deadletter(fields, int(batch.offsets[index]), None)
+    if batch.producers and batch.producers[index] is not None:
+        own[FIELD_PRODUCER], own[FIELD_SEQ] = batch.producers[index], b"%d" % batch.seqs[index]  # type: ignore[assignment]
+    return own
 
 
 @dataclass

@@ -10,6 +10,8 @@ The rooms around it (see also docs/worker.md):
 * ``worker.status``: the status key (heartbeat), lag, throughput, faults, progress lines.
 * ``worker.retry``: Redis outages, retried with capped backoff; the learner stays in memory.
 * ``worker.dedupe``: each producer's highest sequence number; entries sent twice are skipped.
+* ``worker.pieces``: a read with packed entries learned in batches of ``batch_size`` samples,
+  cut inside an entry if need be (the position then records the offset in it).
 
 **Throughput.** Reading and decoding (redis-py + hiredis, the main thread, holding the GIL)
 overlap with learning (a learner thread running the numba kernel, which releases the GIL): the
@@ -33,8 +35,9 @@ import logging
 import os
 import socket
 import uuid
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from digitstream.connections import RedisClient
@@ -47,9 +50,10 @@ from digitstream.store import LeaseLost, latest_version
 
 from .commit import Commits, load_latest
 from .dedupe import Producers
-from .isolate import DIVERGED, Learned, as_fields, decode_isolating, learn_guarded
+from .isolate import DIVERGED, Learned, as_fields, decode_isolating, learn_guarded, offender_fields
 from .lease import Claim, Lease
 from .metrics import ROLLING_ARRAY, OnlineMetrics
+from .pieces import pieces, skip_consumed
 from .position import Position
 from .reader import StreamReader
 from .restarts import clear, record_start
@@ -57,6 +61,9 @@ from .retry import CONNECTION_ERRORS, RedisRetry, WorkerStopped
 from .status import Health
 
 log = logging.getLogger("digitstream.worker")
+
+
+_Piece = tuple[DecodedBatch, list[bytes], list[list[Any]]]  # a piece, the entries it finishes, and its read
 
 
 @dataclass
@@ -67,10 +74,7 @@ class _InFlight:
     entries: list[list[Any]]
     future: Future[Learned]
     duplicates: int = 0
-
-    @property
-    def entry_ids(self) -> list[bytes]:
-        return [entry[0] for entry in self.entries]
+    entry_ids: list[bytes] = field(default_factory=list)  # the entries the batch finishes (a piece: not all)
 
 
 class Worker:
@@ -152,12 +156,19 @@ class Worker:
 
     def _learn(self, executor: ThreadPoolExecutor, burst: bool) -> None:
         in_flight: _InFlight | None = None
+        pending: deque[_Piece] = deque()  # pieces of the last read not yet handed to the learner
+        cut = False  # whether the last read was cut in pieces
         try:
             while not self._stopping:
                 self._heartbeat()
-                entries = self._read(block=not burst)
-                # Decoded while the previous batch is still being learned.
-                batch = decode_isolating(entries) if entries else None
+                if not pending:  # read and decoded while the previous batch is still being learned
+                    pending.extend(self._decoded(self._read(block=not burst)))
+                    cut = len(pending) > 1
+                batch, entry_ids, entries = pending.popleft() if pending else (None, [], [])
+                if cut and not pending and in_flight is not None and not self._stopping:
+                    # The last piece of a read cut in pieces: read the next one while the piece before is learned.
+                    pending.extend(self._decoded(self._read(block=False)))
+                    cut = len(pending) > 1
                 if in_flight is not None:
                     self._finish(in_flight)
                     in_flight = None
@@ -169,7 +180,7 @@ class Worker:
                     continue
                 if self._stopping:
                     break  # the read-ahead is not committed: the next run reads it again
-                in_flight = self._start(executor, batch, entries)
+                in_flight = self._start(executor, batch, entry_ids, entries)
             if in_flight is not None:
                 self._finish(in_flight)
                 in_flight = None
@@ -186,16 +197,31 @@ class Worker:
         except WorkerStopped:
             return []
 
-    def _start(self, executor: ThreadPoolExecutor, batch: DecodedBatch, entries: list[list[Any]]) -> _InFlight | None:
-        """Hand a decoded read to the learner thread (None if it has nothing to learn)."""
-        assert self.learner is not None
+    def _decoded(self, entries: list[list[Any]]) -> list[_Piece]:
+        """A read decoded, without what the snapshot already holds of its first entry, in learnable pieces
+        (each with the ids of the entries it finishes, and the read for its dead letters)."""
+        if not entries:
+            return []
+        batch = decode_isolating(entries, self.settings.pack_max)
+        first_id = entries[0][0]
+        if self.position.offset and self.position.read_id == self.position.last_id:  # resuming inside an entry
+            batch = skip_consumed(batch, first_id, self.position.offset)
         self.position.read(batch.last_id)
+        self.reader.measured(len(entries), len(batch.ids) + len(batch.rejects))
+        cut = pieces(batch, [entry[0] for entry in entries], self.settings.batch_size)
+        return [(piece, finished, entries) for piece, finished in cut]
+
+    def _start(
+        self, executor: ThreadPoolExecutor, batch: DecodedBatch, entry_ids: list[bytes], entries: list[list[Any]]
+    ) -> _InFlight | None:
+        """Hand a decoded piece of a read to the learner thread (None if it has nothing to learn)."""
+        assert self.learner is not None
         batch, duplicates = self.producers.filter(batch)  # here, not at the read: a stopping worker's read-ahead
         if not batch.ids:  # must leave the marks as the snapshot's position does
-            self._consume(batch, [entry[0] for entry in entries], duplicates=duplicates)
+            self._consume(batch, entry_ids, duplicates=duplicates)
             return None
         future = executor.submit(self._learn_batch, self.learner, batch)
-        return _InFlight(batch, entries, future, duplicates)
+        return _InFlight(batch, entries, future, duplicates, entry_ids)
 
     def _learn_batch(self, learner: Learner, batch: DecodedBatch) -> Learned:
         """In the learner thread: learn and score a batch, leaving out the samples that raise or diverge.
@@ -220,7 +246,8 @@ class Worker:
         fields = {entry[0]: entry[1] for entry in job.entries}
         for index, reason in learned.offenders:
             entry_id = job.batch.ids[index]
-            self.commits.dead_letter(entry_id, as_fields(fields.get(entry_id)), reason)
+            own = offender_fields(job.batch, index, as_fields(fields.get(entry_id)))
+            self.commits.dead_letter(entry_id, own, reason)
         reasons = [reason for _, reason in learned.offenders]
         failed = [reason for reason in reasons if reason != DIVERGED]
         params = learned.learner.params
@@ -230,9 +257,9 @@ class Worker:
         """Move the position past a finished read: its rejects become dead letters."""
         for entry_id, fields, reason in batch.rejects:
             self.commits.dead_letter(entry_id, fields, reason)
-        self.commits.consumed(entry_ids)
+        self.commits.consumed(entry_ids, batch.sizes)
         dead += len(batch.rejects)
-        self.position.consume(batch.last_id, len(entry_ids), self.samples_learned, dead, 0, duplicates)
+        self.position.consume(batch.last_id, len(entry_ids), self.samples_learned, dead, 0, duplicates, batch.partial)
 
     def _snapshot(self, final: bool = False) -> None:
         """Commit state, position, dead letters and trim together, as the next version; then report it."""
@@ -319,7 +346,7 @@ class Worker:
         self.metrics = OnlineMetrics.restore(meta.metrics, snapshot.arrays.get(ROLLING_ARRAY), s.rolling_window)
         self.health = Health(s, self.client, retry, meta.faults, learner.n_samples, meta.fault_counts)
         self.commits = Commits(
-            s, self.client, self.worker_id, retry, snapshot.version, meta.entries_consumed,
+            s, self.client, self.worker_id, retry, snapshot.version, self.position.samples_passed,
             parent=latest, deadletter_reasons=meta.deadletter_reasons,
         )  # fmt: skip
         self.producers = Producers.restore(snapshot.arrays, s.producers_max, s.producer_ttl)

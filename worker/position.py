@@ -13,8 +13,11 @@ class Position:
 
     ``last_id`` is the last entry consumed (learned, skipped or dead-lettered); a restarted worker
     reads after it. ``read_id`` runs ahead of it by the batch being learned. The counters describe
-    everything up to ``last_id``. Only ``read`` and ``consume`` move it, and both move by whole
-    entries: a position inside an entry (an entry holding several samples) would be added here.
+    everything up to ``last_id`` and ``offset``. Only ``read`` and ``consume`` move it.
+
+    ``offset`` is how many samples of the entry after ``last_id`` (a packed entry) were consumed
+    too: a snapshot may fall inside a packed entry (``worker.pieces``), and a restarted worker then
+    learns that entry from its sample ``offset`` on. Snapshots older than packed entries have none: 0.
     """
 
     last_id: str = "0-0"
@@ -23,7 +26,31 @@ class Position:
     samples_learned: int = 0  # learned up to last_id: what the status reports with last_id
     deadletter_count: int = 0
     samples_skipped: int = 0  # by the divergence guard
-    duplicates_skipped: int = 0  # entries resent by their producer (worker.dedupe)
+    duplicates_skipped: int = 0  # samples resent by their producer (worker.dedupe)
+    offset: int = 0  # samples of the entry after last_id consumed too (inside a packed entry)
+
+    @property
+    def samples_passed(self) -> int:
+        """Samples consumed so far: learned, dead-lettered, skipped or duplicates (a whole bad entry counts 1)."""
+        return self.samples_learned + self.deadletter_count + self.samples_skipped + self.duplicates_skipped
+
+    def samples_behind(self, entries: int) -> int:
+        """The samples in ``entries`` entries after ``last_id``: each holds the mean of those consumed so far.
+
+        >>> Position(entries_consumed=4, samples_learned=4).samples_behind(3)
+        3
+        >>> Position(entries_consumed=2, samples_learned=2048 + 100, offset=100).samples_behind(3)
+        2972
+        """
+        if entries <= 0:
+            return 0
+        return max(0, round(entries * self.samples_per_entry) - self.offset)
+
+    @property
+    def samples_per_entry(self) -> float:
+        """The mean number of samples in the entries consumed up to ``last_id`` (1 for classic entries)."""
+        in_entries = self.samples_passed - self.offset  # the samples of the entries up to last_id
+        return in_entries / self.entries_consumed if in_entries > self.entries_consumed else 1.0
 
     @classmethod
     def of_snapshot(cls, meta: SnapshotMeta) -> Position:
@@ -36,6 +63,7 @@ class Position:
             deadletter_count=meta.deadletter_count,
             samples_skipped=meta.samples_skipped,
             duplicates_skipped=meta.duplicates_skipped,
+            offset=meta.offset,
         )
 
     def read(self, last_id: bytes | None) -> None:
@@ -44,12 +72,15 @@ class Position:
             self.read_id = last_id.decode()
 
     def consume(
-        self, last_id: bytes | None, entries: int, samples_learned: int, dead: int, skipped: int, duplicates: int = 0
-    ) -> None:
-        """A finished batch of ``entries`` read entries up to ``last_id``: ``dead`` dead-lettered, ``skipped``
-        samples skipped, ``duplicates`` skipped as such; ``samples_learned`` is the learner's count after it."""
+        self, last_id: bytes | None, entries: int, samples_learned: int, dead: int, skipped: int, duplicates: int = 0,
+        partial: int = 0,
+    ) -> None:  # fmt: skip
+        """A finished batch that finishes ``entries`` read entries up to ``last_id`` (None: none) and ``partial``
+        samples of the next: ``dead`` dead-lettered, ``skipped`` samples skipped, ``duplicates`` skipped as
+        such; ``samples_learned`` is the learner's count after it."""
         if last_id:
             self.last_id = last_id.decode()
+        self.offset = partial
         self.entries_consumed += entries
         self.samples_learned = samples_learned
         self.deadletter_count += dead

@@ -6,6 +6,8 @@ consumed and, when ``max_age`` is set, none older than ``max_age`` seconds (by t
 time in the entry id, i.e. Redis's clock against the worker's; a small skew only shifts the cut).
 Whichever limit cuts more wins.
 
+``max_len`` counts samples: a packed entry counts as many as it holds (so a stream of packed entries
+keeps about as many learned samples as one of classic entries, not ``max_len`` packed entries).
 The ``max_len``-th newest id comes from the ids the worker has consumed since it started, kept
 per batch (a few MB for 100,000 ids), so nothing is asked of Redis. Until it has consumed
 ``max_len`` entries since starting, a worker does not know the older ids; the snapshot script then
@@ -28,30 +30,47 @@ def next_id(entry_id: bytes | str) -> str:
 
 
 class ConsumedIds:
-    """The ids of the newest consumed entries, at least ``keep`` of them once that many were seen."""
+    """The ids of the newest consumed entries, holding at least ``keep`` samples once that many were seen.
+
+    A classic entry holds one sample, a packed entry (``digitstream.packed``) its count: the
+    retention keeps ``max_len`` learned samples whatever their packing.
+    """
 
     def __init__(self, keep: int) -> None:
         self.keep = keep
-        self._batches: deque[list[bytes]] = deque()
+        self._batches: deque[tuple[list[bytes], list[int] | None]] = deque()  # ids, their samples (None: 1 each)
         self._count = 0
 
-    def extend(self, ids: list[bytes]) -> None:
+    def extend(self, ids: list[bytes], sizes: dict[bytes, int] | None = None) -> None:
+        """Consumed entries, ``sizes`` giving the samples of the packed ones among them."""
         if not ids or self.keep == 0:
             return
-        self._batches.append(ids)
-        self._count += len(ids)
-        while self._batches and self._count - len(self._batches[0]) >= self.keep:
-            self._count -= len(self._batches.popleft())
+        counts = [sizes.get(entry_id, 1) for entry_id in ids] if sizes else None
+        self._batches.append((ids, counts))
+        self._count += len(ids) if counts is None else sum(counts)
+        while self._batches and self._count - _samples(self._batches[0]) >= self.keep:
+            self._count -= _samples(self._batches.popleft())
 
     def nth_newest(self, n: int) -> bytes | None:
-        """The ``n``-th newest id (1 = the newest), or None when fewer than ``n`` are known."""
+        """The entry holding the ``n``-th newest sample (1 = the newest), or None when fewer than ``n`` are known."""
         if n < 1 or n > self._count:
             return None
-        for batch in reversed(self._batches):
-            if n <= len(batch):
-                return batch[-n]
-            n -= len(batch)
+        for ids, counts in reversed(self._batches):
+            if counts is None:
+                if n <= len(ids):
+                    return ids[-n]
+                n -= len(ids)
+                continue
+            for entry_id, count in zip(reversed(ids), reversed(counts), strict=True):
+                if n <= count:
+                    return entry_id
+                n -= count
         return None  # pragma: no cover - unreachable: n <= count
+
+
+def _samples(batch: tuple[list[bytes], list[int] | None]) -> int:
+    ids, counts = batch
+    return len(ids) if counts is None else sum(counts)
 
 
 def trim_minid(

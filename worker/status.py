@@ -4,9 +4,11 @@
   strict JSON, written at every heartbeat (at least 3 times per lease period) and after every
   snapshot, with an expiry of twice the lease, so a dead worker's status disappears. A standby
   writes it only when no active worker reports.
-* **Lag.** ``XINFO STREAM``'s ``entries-added`` (Redis >= 7) minus the entries this model has
-  consumed (``entries_consumed`` in the snapshot); on Redis 6.2 a server-side count of the entries
-  after the position, capped at ``LAG_CAP`` (reported as at least that, ``lag_at_least``).
+* **Lag**, in samples. ``XINFO STREAM``'s ``entries-added`` (Redis >= 7) minus the entries this model
+  has consumed (``entries_consumed`` in the snapshot); on Redis 6.2 a server-side count of the entries
+  after the position, capped at ``LAG_CAP`` (reported as at least that, ``lag_at_least``). Entries
+  become samples at the mean number of samples per entry consumed so far (exact for classic entries,
+  and for packed entries of one size), less the ``offset`` already consumed inside a packed entry.
   Measured once per snapshot, as is the throughput (samples learned per second since the last one).
 * **Faults** survived (a Redis outage, diverging samples, entries that raised, a crash loop) are
   kept, the newest ``MAX_FAULTS``, in the status and in every snapshot.
@@ -20,8 +22,6 @@ import json
 import logging
 import math
 import time
-
-import redis
 
 from digitstream.connections import RedisClient
 from digitstream.contracts import Fault, MetricsReport, WorkerState, WorkerStatus
@@ -42,6 +42,16 @@ LOG_EVERY = 5.0  # seconds between INFO progress lines (every snapshot is logged
 # KEYS: stream ; ARGV: exclusive start "(ms-seq", cap. Counts server-side: no entry crosses the network.
 _COUNT_AFTER = """
 return #redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+"""
+# XINFO STREAM's entries-added (Redis >= 7), -1 before Redis 7, -2 without a stream; read in Redis:
+# the reply also holds the first and last entries, up to a MB each when packed.
+_ENTRIES_ADDED = """
+local info = redis.pcall('XINFO', 'STREAM', KEYS[1])
+if info['err'] then return -2 end
+for i = 1, #info, 2 do
+  if info[i] == 'entries-added' then return info[i + 1] end
+end
+return -1
 """
 
 
@@ -74,6 +84,8 @@ class Health:
         self._count_after = client.register_script(_COUNT_AFTER)
         self.restarts = 0  # unclean starts at start_position (worker.restarts)
         self.start_position: str | None = None
+        self._entries_added = client.register_script(_ENTRIES_ADDED)
+        self._added_known = True  # until Redis says it has no entries-added
 
     # -- heartbeat ------------------------------------------------------------------------------
     def beat_due(self) -> bool:
@@ -170,18 +182,19 @@ class Health:
 
     def _measure_lag(self, position: Position) -> None:
         key = self.keys.samples
-        try:
-            info = self.retry(lambda: self.client.xinfo_stream(key))
-        except redis.ResponseError:  # no such stream (yet)
+        added = int(self.retry(lambda: self._entries_added(keys=[key]))) if self._added_known else -1
+        self._added_known = added != -1  # Redis 6.2 has no entries-added: not asked again
+        if added == -2:  # no such stream (yet)
             self.lag, self.lag_at_least = 0, False
             return
-        added = info.get("entries-added")
-        if added is not None:
-            self.lag, self.lag_at_least = max(0, int(added) - position.entries_consumed), False
+        if added >= 0:
+            self.lag, self.lag_at_least = position.samples_behind(added - position.entries_consumed), False
             return
+        # Counted in Redis, at most LAG_CAP samples' worth of entries (the script reads them whole).
+        cap = max(1, int(LAG_CAP / position.samples_per_entry))
         start = f"({position.last_id}"
-        count = int(self.retry(lambda: self._count_after(keys=[key], args=[start, LAG_CAP + 1])))
-        self.lag, self.lag_at_least = min(count, LAG_CAP), count > LAG_CAP
+        count = int(self.retry(lambda: self._count_after(keys=[key], args=[start, cap + 1])))
+        self.lag, self.lag_at_least = position.samples_behind(min(count, cap)), count > cap
 
     def with_measures(self, report: MetricsReport) -> MetricsReport:
         """The metrics report with this worker's throughput and lag, as a snapshot stores it."""

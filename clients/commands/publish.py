@@ -13,14 +13,15 @@ from typing import Any
 import click
 import redis
 
-from digitstream.clients.publisher import ProducerConflict, Publisher, PublishProgress, validate_batch
+from digitstream.clients.publisher import BULK_PACK, ProducerConflict, Publisher, PublishProgress, validate_batch
 from digitstream.clients.sources import SampleSet, SourceError, epochs, load_samples
 from digitstream.clients.terminal import ProgressLine, format_count
 from digitstream.settings import redact, redis_url
 
 from ._common import InputError, RuntimeFailure, connect_redis, echo_json, redis_options, settings_for
 
-_CHUNK = 10_000  # samples gathered per publisher call (the publisher pipelines them by --batch-size)
+DEFAULT_PACK = BULK_PACK  # samples per entry for bulk sources
+_CHUNK = 10_240  # samples gathered per publisher call (the publisher pipelines them by --batch-size)
 _EXAMPLES = 3  # locations shown per rejection reason
 
 
@@ -109,7 +110,15 @@ class Summary:
     type=click.IntRange(min=1, max=100_000),
     default=1000,
     show_default=True,
-    help="XADD commands per Redis round trip",
+    help="samples per Redis round trip (at least --pack)",
+)
+@click.option(
+    "--pack",
+    type=click.IntRange(min=1, max=16384),
+    metavar="N",
+    help="samples per stream entry: 1 = classic entries; more = packed entries, several times faster "
+    "to send and learn [default: 1000 (at most the pack_max setting) for MNIST IDX, .npz and CSV "
+    "sources, 1 for image folders and with --rate]",
 )
 @click.option("--strict", is_flag=True, help="send nothing if any sample is invalid (exit 2)")
 @click.option("--producer-id", metavar="ID", help="producer id written in every entry [default: host-pid-random]")
@@ -133,6 +142,7 @@ def publish(
     seed: int | None,
     rate: float | None,
     batch_size: int,
+    pack: int | None,
     strict: bool,
     producer_id: str | None,
     retry_for: float,
@@ -153,6 +163,10 @@ def publish(
     Each sample is learned exactly once, even if Redis restarts or fails over meanwhile: entries
     carry a producer id and sequence numbers, an outage is ridden out for --retry-for seconds, and
     whatever Redis did not keep is sent again (exit 1 if Redis lost more than could be resent).
+
+    Archives (IDX, .npz, CSV) are sent as packed entries of up to --pack samples each, several
+    times faster to send and to learn; image folders and paced (--rate) feeds as classic entries,
+    one sample each, easy to read with redis-cli.
 
     \b
     Examples:
@@ -183,10 +197,15 @@ def publish(
             done = progress.sent + progress.rejected
             line.update(done, f"rejected {format_count(progress.rejected)}" if progress.rejected else "")
 
+    if pack is None:
+        pack = min(DEFAULT_PACK, settings.pack_max) if samples.bulk and rate is None else 1
+    elif pack > settings.pack_max:
+        message = f"{pack} is above the pack_max setting ({settings.pack_max}): the worker would refuse the entries"
+        raise click.BadParameter(message, param_hint="--pack")
     try:
         publisher = Publisher(client, keys, batch_size=batch_size, rate=rate, progress=on_progress,
                               producer_id=producer_id, retry_for=retry_for, replicas=settings.durable_replicas,
-                              wait_timeout=settings.durable_timeout)  # fmt: skip
+                              wait_timeout=settings.durable_timeout, pack=pack)  # fmt: skip
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--producer-id") from None
     started = time.perf_counter()
