@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -160,6 +161,16 @@ def registry_part(
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (and its reaped children) from /proc; 0 where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 # -- scaling ----------------------------------------------------------------------------------------
 
 
@@ -198,6 +209,9 @@ def pools_rate(
         pipe.rename(f"stage:{name}", Keys.for_model(name).samples)
     pipe.execute()
     renamed = time.perf_counter()
+    assert server.process is not None
+    redis_pid = server.process.pid
+    cpu_before = {p.pid: cpu_seconds(p.pid) for p in pools} | {redis_pid: cpu_seconds(redis_pid)}
     marks: dict[float, float] = {}
     try:
         deadline = time.monotonic() + 600
@@ -211,6 +225,7 @@ def pools_rate(
                 marks[1.0] = now
                 break
             time.sleep(0.05)
+        busy: dict[int, float] = {pid: cpu_seconds(pid) - before for pid, before in cpu_before.items()}
     finally:
         for pool in pools:
             pool.stop()
@@ -221,6 +236,9 @@ def pools_rate(
         "pools": n_pools, "models": n_models, "samples": total,
         "rate": 0.8 * total / middle if middle > 0 else None,  # between 10 % and 90 % of the work
         "rate_whole": total / (marks[1.0] - renamed),  # from the samples' arrival to the last commit
+        # CPU seconds per wall second while learning: what the 2 cores did (pools, and Redis itself)
+        "pool_cores": sum(v for pid, v in busy.items() if pid != redis_pid) / (marks[1.0] - renamed),
+        "redis_cores": busy[redis_pid] / (marks[1.0] - renamed),
     }  # fmt: skip
 
 

@@ -215,5 +215,12 @@ return version
 )
 #: The same script for a Redis Cluster: the notification is a sharded message (SPUBLISH, Redis 7), which
 #: stays within the model's shard; the channel is declared among the keys (KEYS[3]), in the model's slot.
-WRITE_SCRIPT_SHARDED = WRITE_SCRIPT.replace("redis.call('PUBLISH', events_key", "redis.call('SPUBLISH', events_key")
+#: A cluster of Redis 6.2 has no SPUBLISH (its services poll, docs/cluster.md): a classic PUBLISH then.
+_NOTIFY = "redis.call('PUBLISH', events_key, '{\"version\":' .. version .. '}')"
+_NOTIFY_SHARDED = (
+    "local note = '{\"version\":' .. version .. '}'\n"
+    "local sent = redis.pcall('SPUBLISH', events_key, note)\n"
+    "if type(sent) == 'table' and sent.err then redis.call('PUBLISH', events_key, note) end"
+)
+WRITE_SCRIPT_SHARDED = WRITE_SCRIPT.replace(_NOTIFY, _NOTIFY_SHARDED)
 assert WRITE_SCRIPT_SHARDED != WRITE_SCRIPT
