@@ -4,7 +4,6 @@ with a real worker pool learning what the registry holds."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -16,7 +15,7 @@ from digitstream.settings import Settings
 from digitstream.store import read_snapshot
 from digitstream.worker.pool import WorkerPool
 from tests.cli_support import assert_one_line_error, run_cli
-from tests.worker_support import publish, wait_for
+from tests.worker_support import pool_running, publish, wait_for
 
 
 def test_models_are_created_listed_shown_and_refused_with_clear_errors(
@@ -61,10 +60,7 @@ def test_a_model_created_from_the_cli_is_learned_by_a_running_pool_and_delete_re
 ) -> None:
     images, labels = mnist_train
     settings = make_settings(lease_ttl=1.0, snapshot_interval=0.1, block_ms=50)
-    pool = WorkerPool(settings, redis_client, ("*",), interval=0.1)
-    thread = threading.Thread(target=pool.run, daemon=True)
-    thread.start()
-    try:
+    with pool_running(WorkerPool(settings, redis_client, ("*",), interval=0.1)) as pool:
         assert run_cli("models", "create", "fresh", "--redis-url", redis_url).returncode == 0
         keys = Keys.for_model("fresh")
         publish(redis_client, keys.samples, images[:500].reshape(500, N_PIXELS), labels[:500])
@@ -75,13 +71,10 @@ def test_a_model_created_from_the_cli_is_learned_by_a_running_pool_and_delete_re
         assert deleted.returncode == 0, deleted.stderr
         assert "deleted model 'fresh'" in deleted.stdout
         wait_for(lambda: "fresh" not in pool.models, 10, what="the pool letting go")
-        assert not redis_client.keys("fresh:*"), redis_client.keys("fresh:*")
+        assert redis_client.keys("{fresh}:*") == [], "every key of the model is gone"
         assert not redis_client.exists(keys.readers), "its own stream's readers go with the stream"
         assert Registry(redis_client).get("fresh") is None
-    finally:
-        pool.stop()
-        thread.join(30)
-    assert not redis_client.keys("fresh:*"), "the stopped pool wrote nothing back"
+    assert redis_client.keys("{fresh}:*") == [], "the stopped pool wrote nothing back"
 
 
 def test_champion_and_challengers_learn_one_stream_side_by_side_and_compare_shows_them(
@@ -96,10 +89,8 @@ def test_champion_and_challengers_learn_one_stream_side_by_side_and_compare_show
         done = run_cli("models", "create", name, "--stream", shared, *extra, "--redis-url", redis_url)
         assert done.returncode == 0, done.stderr
     publish(redis_client, shared, images[:3000].reshape(3000, N_PIXELS), labels[:3000])
-    pool = WorkerPool(make_settings(snapshot_interval=0.1, block_ms=50), redis_client, ("*",), interval=0.1)
-    thread = threading.Thread(target=pool.run, daemon=True)
-    thread.start()
-    try:
+    settings = make_settings(snapshot_interval=0.1, block_ms=50)
+    with pool_running(WorkerPool(settings, redis_client, ("*",), interval=0.1)):
 
         def all_learned() -> bool:
             snapshots = [
@@ -108,9 +99,6 @@ def test_champion_and_challengers_learn_one_stream_side_by_side_and_compare_show
             return all(s is not None and s.learner().n_samples == 3000 for s in snapshots)
 
         wait_for(all_learned, 60, what="three models learning one stream")
-    finally:
-        pool.stop()
-        thread.join(30)
     assert redis_client.xlen(shared) == 3000, "each model reads the shared stream; none consumes it for the others"
 
     rows = {

@@ -28,8 +28,9 @@ import pytest
 
 from digitstream.clients.publisher import Publisher
 from digitstream.connections import client_client
+from digitstream.learner import Learner
 from digitstream.protocol import N_PIXELS
-from digitstream.settings import load_settings
+from digitstream.settings import Settings, load_settings
 from digitstream.store import read_snapshot
 from tests.cluster_support import LocalCluster, cluster, cluster_session  # noqa: F401
 from tests.worker_support import WorkerProcess, reference, state_difference, wait_for
@@ -99,6 +100,17 @@ def failover_run(cluster: LocalCluster, digits: Any, tmp_path: Path, *, durable:
             "worker_log": log_text, "settings": settings}  # fmt: skip
 
 
+def final_learner(settings: Settings) -> Learner:
+    """The model's latest snapshot, as a learner."""
+    client = client_client(settings)
+    try:
+        snapshot = read_snapshot(client, settings.keys)
+    finally:
+        client.close()
+    assert snapshot is not None
+    return snapshot.learner()
+
+
 def learned(client: Any, keys: Any) -> int:
     snapshot = read_snapshot(client, keys)
     return 0 if snapshot is None else snapshot.learner().n_samples
@@ -110,14 +122,8 @@ def test_durable_mode_loses_no_acknowledged_sample_and_the_model_equals_its_unin
     images, labels = digits
     run = failover_run(cluster, digits, tmp_path, durable=True)
     assert run["lost"] == 0 and run["learned"] == len(labels)
-    client = client_client(run["settings"])
-    try:
-        snapshot = read_snapshot(client, run["settings"].keys)
-    finally:
-        client.close()
-    assert snapshot is not None
     expected, _ = reference(run["settings"], images, labels)
-    assert state_difference(snapshot.learner(), expected) < 1e-9
+    assert state_difference(final_learner(run["settings"]), expected) < 1e-9
     assert run["resumed_s"] < 60, run["resumed_s"]  # the time to resume is a benchmark figure (docs/cluster.md)
 
 
@@ -129,12 +135,6 @@ def test_default_mode_loses_what_the_master_alone_acknowledged_and_says_so(
     # batch 7 was kept for resending (the newest always is), batch 6 was not (resend window 0)
     assert run["lost"] == BATCH, "the batch only the dead master held is gone, and counted"
     assert run["learned"] == len(labels) - BATCH
-    client = client_client(run["settings"])
-    try:
-        snapshot = read_snapshot(client, run["settings"].keys)
-    finally:
-        client.close()
-    assert snapshot is not None
     kept = np.r_[0 : 5 * BATCH, 6 * BATCH : len(labels)]
     expected, _ = reference(run["settings"], images[kept], labels[kept])
-    assert state_difference(snapshot.learner(), expected) < 1e-9, "what survived is learned exactly once, in order"
+    assert state_difference(final_learner(run["settings"]), expected) < 1e-9, "what survived, once, in order"

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from digitstream.registry import ModelConfig, Registry
 from digitstream.settings import Settings, load_settings
 from digitstream.store import read_snapshot
 from digitstream.worker.pool import WorkerPool, owner, parse_patterns
-from tests.worker_support import WorkerProcess, publish, reference, state_difference, wait_for
+from tests.worker_support import WorkerProcess, pool_running, publish, reference, state_difference, wait_for
 
 names = st.text(st.sampled_from("abcdefgh-_0123"), min_size=1, max_size=6)
 
@@ -71,19 +70,8 @@ def learned(client: redis.Redis, model: str) -> int:
     return 0 if snapshot is None else snapshot.learner().n_samples
 
 
-@contextmanager
-def pool_running(settings: Settings, client: redis.Redis, pool_id: str) -> Iterator[WorkerPool]:
-    import threading
-
-    pool = WorkerPool(settings, client, ("*",), pool_id=pool_id, interval=0.1)
-    thread = threading.Thread(target=pool.run, name=pool_id, daemon=True)
-    thread.start()
-    try:
-        yield pool
-    finally:
-        pool.stop()
-        thread.join(30)
-    assert not thread.is_alive()
+def make_pools(settings: Settings, client: redis.Redis, *pool_ids: str) -> list[WorkerPool]:
+    return [WorkerPool(settings, client, ("*",), pool_id=pool_id, interval=0.1) for pool_id in pool_ids]
 
 
 def test_two_pools_share_the_registered_models_and_pick_up_a_new_one_without_restarting(
@@ -101,17 +89,21 @@ def test_two_pools_share_the_registered_models_and_pick_up_a_new_one_without_res
             labels[i * 200 : i * 200 + 400],
         )
 
-    with pool_running(settings, redis_client, "pool-a") as a, pool_running(settings, redis_client, "pool-b") as b:
+    first, second = make_pools(settings, redis_client, "pool-a", "pool-b")
+    with pool_running(first) as a, pool_running(second) as b:
         wait_for(lambda: all(learned(redis_client, m) == 400 for m in models), 60, what="every model learned")
         # settled: the first pool to start took every model, and handed the other pool's share over
         wait_for(lambda: sorted(a.models + b.models) == models, 30, what="each model with one pool")
         pools = {"pool-a": ["*"], "pool-b": ["*"]}
         assert a.models == sorted(m for m in models if owner(m, pools) == "pool-a"), "rendezvous decides"
         assert b.models and a.models, "both pools have a share of the six models"
-        # one writer per model: the status names the pool that holds the lease
-        for model in models:
-            holder = redis_client.get(Keys.for_model(model).lease).decode()
-            assert holder.split("/")[0] == ("pool-a" if model in a.models else "pool-b")
+        # one writer per model: the lease is held by the pool that runs it (once the hand-over is done)
+        def holders() -> dict[str, str | None]:
+            found = {m: redis_client.get(Keys.for_model(m).lease) for m in models}
+            return {m: v.decode().split("/")[0] if v else None for m, v in found.items()}
+
+        wanted = {m: "pool-a" if m in a.models else "pool-b" for m in models}
+        wait_for(lambda: holders() == wanted, 10, what=f"leases held by their pools: {holders()}")
 
         late = register(redis_client, ["late"])["late"]
         publish(redis_client, late.keys.samples, images[:300], labels[:300])

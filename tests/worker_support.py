@@ -166,3 +166,16 @@ class WorkerProcess:
         code = self.process.wait(timeout)
         self._log.close()
         return code
+
+
+@contextmanager
+def pool_running(pool: Any) -> Iterator[Any]:
+    """Run a ``WorkerPool`` in a thread; on exit stop it (each model's final snapshot) and wait for it."""
+    thread = threading.Thread(target=pool.run, name=f"test-pool-{pool.pool_id}", daemon=True)
+    thread.start()
+    try:
+        yield pool
+    finally:
+        pool.stop()
+        thread.join(30)
+    assert not thread.is_alive(), "the pool did not stop"

@@ -11,8 +11,9 @@ import gc
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import click
 import redis
@@ -91,32 +92,7 @@ def worker_command(burst: bool, log_level: str, models: str | None, **options: A
     )  # fmt: skip
     check_eviction(client, log)
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if worker.stopping and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        worker.stop()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    # Every read allocates thousands of short-lived objects, so the collector runs often; its full
-    # passes would walk the ~130,000 objects of numpy/numba/river/redis-py each time (measured:
-    # reads up to ~40 % slower). They never die, so move them out of its sight.
-    gc.collect()
-    gc.freeze()
-    try:
-        worker.run(burst=burst)
-    except KeyboardInterrupt:
-        log.warning("interrupted: exiting without a final snapshot")
-        sys.exit(130)
-    except redis.AuthenticationError as exc:
-        click.echo(f"Error: Redis at {redact(redis_url(settings))} refused the credentials: {exc}", err=True)
-        sys.exit(EXIT_RUNTIME)
-    except Exception as exc:  # a bug or an unusable Redis state: logged with its traceback, exit 1
-        log.exception("worker failed: %s", exc)
-        sys.exit(EXIT_RUNTIME)
-    finally:
-        client.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    run_until_signalled(worker, lambda: worker.run(burst=burst), client, settings, log)
     log.info("worker %s stopped: %s samples learned", worker.worker_id, f"{worker.samples_learned:,}")
 
 
@@ -146,21 +122,44 @@ def run_pool(settings: Settings, models: str) -> None:
     log = logging.getLogger("digitstream.worker")
     check_eviction(client, log)
 
+    run_until_signalled(pool, pool.run, client, settings, log)
+
+
+class Stoppable(Protocol):
+    @property
+    def stopping(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
+
+def run_until_signalled(
+    target: Stoppable, run: Callable[[], None], client: RedisClient, settings: Settings, log: logging.Logger
+) -> None:
+    """``run()`` until it returns; the first SIGTERM/SIGINT asks ``target`` to stop (after a final snapshot),
+    a second SIGINT exits at once (130). Credentials refused exit 1 with one line; any other failure is
+    logged with its traceback and exits 1."""
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        if pool.stopping and signum == signal.SIGINT:
+        if target.stopping and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        pool.stop()
+        target.stop()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # Every read allocates thousands of short-lived objects, so the collector runs often; its full
+    # passes would walk the ~130,000 objects of numpy/numba/river/redis-py each time (measured:
+    # reads up to ~40 % slower). They never die, so move them out of its sight.
     gc.collect()
     gc.freeze()
     try:
-        pool.run()
+        run()
     except KeyboardInterrupt:
-        log.warning("interrupted: exiting without final snapshots")
+        log.warning("interrupted: exiting without a final snapshot")
         sys.exit(130)
     except redis.AuthenticationError as exc:
         click.echo(f"Error: Redis at {redact(redis_url(settings))} refused the credentials: {exc}", err=True)
+        sys.exit(EXIT_RUNTIME)
+    except Exception as exc:  # a bug or an unusable Redis state: logged with its traceback, exit 1
+        log.exception("worker failed: %s", exc)
         sys.exit(EXIT_RUNTIME)
     finally:
         client.close()
