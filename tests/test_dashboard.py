@@ -322,3 +322,31 @@ def test_the_page_falls_back_to_polling_when_the_event_stream_is_refused(
         write(train(*mnist_train, 500))
         wait_for_stat(page, "version", 2, timeout=5000)
         assert "polling" in page.inner_text("#updated")
+
+
+@pytest.mark.browser
+def test_a_model_selector_shows_each_registered_model(
+    make_app: Callable[..., LiveServer], make_settings: Callable[..., Settings], write: Callable[..., int],
+    trained: DeltaRuleLearner, mnist_train: tuple[np.ndarray, np.ndarray], redis_client: redis.Redis,
+    open_page: Callable[..., Any], screenshot: Callable[[Any, str], Any],
+) -> None:  # fmt: skip
+    import time
+
+    from digitstream.learner import HyperParameters
+    from digitstream.registry import ModelConfig, Registry
+    from tests.service_support import snapshot_writer
+
+    write(trained)  # the default model: 3,000 samples
+    Registry(redis_client).create(ModelConfig.new("small", HyperParameters.for_rule("softmax"), created_at=time.time()))
+    snapshot_writer(redis_client, make_settings(model_name="small"))(train(*mnist_train, 200))
+    server = make_app()
+    page = open_page(server.url)
+    wait_for_stat(page, "samples", 3000)
+    assert page.is_visible("#model-select")
+    assert page.eval_on_selector_all("#model-select option", "os => os.map(o => o.value)") == ["", "small"]
+    page.select_option("#model-select", "small")
+    wait_for_stat(page, "samples", 200)  # the named model's numbers, from /models/small
+    page.wait_for_selector("body[data-live='events']")  # and its own event stream
+    screenshot(page, "08-model-selector")
+    page.select_option("#model-select", "")
+    wait_for_stat(page, "samples", 3000)

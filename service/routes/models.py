@@ -20,10 +20,12 @@ from .. import validation
 from ..access import redact_worker
 from ..deps import MetricsDep, RedisDep, api_key_dependencies
 from ..errors import error
+from ..features import MAX_UNITS, features_json
 from ..model_holder import ModelHolder
 from ..model_holders import UnknownModel
 from ..schemas import (
     BatchPrediction,
+    HiddenFeatures,
     ModelInfo,
     PinRequest,
     Prediction,
@@ -117,6 +119,17 @@ def register(api: FastAPI, settings: Settings) -> None:
         """As GET /model/weights, for the named model."""
         model = (await holder_of(request, name)).require()
         return Response(weights_json(model), media_type="application/json", headers={"Cache-Control": "no-cache"})
+
+    @api.get(
+        "/models/{name}/features", tags=tags, response_model=HiddenFeatures, responses=errors(404, 422, 503)
+    )
+    async def features(
+        request: Request, name: ModelName, count: Annotated[int, Query(ge=1, le=MAX_UNITS)] = 36
+    ) -> Response:
+        """As GET /model/features, for the named model."""
+        model = (await holder_of(request, name)).require()
+        body = features_json(model, count)
+        return Response(body, media_type="application/json", headers={"Cache-Control": "no-cache"})
 
     @api.post(
         "/models/{name}/pin", tags=tags, response_model=ModelInfo, dependencies=guarded,

@@ -23,6 +23,11 @@
   const NEGATIVE = [200, 32, 32]; // red = ink votes against it
 
   const $ = (id) => document.getElementById(id);
+  // The model shown: "" is the service's default one (/model...); another is a registered model
+  // (/models/{name}/...), chosen in the header's selector when the registry holds more than one.
+  const shown = { name: "" };
+  const modelPath = (suffix = "") => (shown.name ? "/models/" + encodeURIComponent(shown.name) : "/model") + suffix;
+  const predictPath = (suffix) => (shown.name ? "/models/" + encodeURIComponent(shown.name) : "") + suffix;
   const state = {
     model: null,
     weightsVersion: null,
@@ -242,7 +247,7 @@
       const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
       const form = new FormData();
       form.append("file", blob, "digit.png");
-      const answer = await api("/predict/image", { method: "POST", body: form });
+      const answer = await api(predictPath("/predict/image"), { method: "POST", body: form });
       if (generation !== state.generation) return;
       state.prediction = answer;
       state.feedbackSent = false;
@@ -339,7 +344,7 @@
 
   function connectEvents() {
     if (!window.EventSource) return setLiveMode("polling");
-    const source = new EventSource("/model/events");
+    const source = new EventSource(modelPath("/events"));
     live.source = source;
     source.onopen = () => setLiveMode("events");
     for (const kind of EVENT_KINDS) {
@@ -380,7 +385,7 @@
   async function refresh() {
     live.refreshedAt = performance.now();
     try {
-      const model = await api("/model");
+      const model = await api(modelPath());
       state.model = model;
       setBanner("ok", null);
       renderModel(model);
@@ -601,7 +606,7 @@
     state.weightsFetchedAt = now;
     let data;
     try {
-      data = await api("/model/weights");
+      data = await api(modelPath("/weights"));
     } catch (err) {
       $("weights-note").textContent = "Weight templates unavailable: " + describeError(err);
       return;
@@ -632,7 +637,7 @@
     state.featuresFetchedAt = now;
     let data;
     try {
-      data = await api("/model/features?count=" + FEATURE_COUNT);
+      data = await api(modelPath("/features?count=" + FEATURE_COUNT));
     } catch (err) {
       $("features-note").textContent = "Hidden-layer features unavailable: " + describeError(err);
       return;
@@ -689,7 +694,7 @@
     state.versionsFetchedAt = now;
     state.versionsForModel = key;
     try {
-      renderVersions(await api("/model/versions"));
+      renderVersions(await api(modelPath("/versions")));
     } catch (err) {
       $("versions-status").textContent = "Versions unavailable: " + describeError(err);
     }
@@ -735,8 +740,8 @@
     button.disabled = true;
     guarded(async () => {
       const model = version === null ?
-        await api("/model/unpin", { method: "POST", auth: true }) :
-        await api("/model/pin", { method: "POST", auth: true, json: { version } });
+        await api(modelPath("/unpin"), { method: "POST", auth: true }) :
+        await api(modelPath("/pin"), { method: "POST", auth: true, json: { version } });
       state.model = model;
       renderModel(model);
       report(version === null ? "Unpinned: following the newest snapshot again (now version " + model.version + ")." :
@@ -778,6 +783,34 @@
   renderConfusion(null);
   document.body.dataset.state = "loading";
   setLiveMode("polling");
+  // ---- model selector ----------------------------------------------------------------------------
+  async function listModels() {
+    let listed;
+    try {
+      listed = await api("/models?count=1000");
+    } catch (err) {
+      return; // an older service, or Redis away: the default model only
+    }
+    const select = $("model-select");
+    const names = listed.models.map((m) => m.name).filter((n) => n !== listed.default);
+    if (!names.length) return;
+    select.replaceChildren(new Option(listed.default + " (default)", ""), ...names.map((n) => new Option(n, n)));
+    select.value = shown.name;
+    $("model-choice").hidden = false;
+  }
+
+  $("model-select").addEventListener("change", (event) => {
+    shown.name = event.target.value;
+    document.body.dataset.model = shown.name;
+    Object.assign(state, { model: null, weightsVersion: null, weightsFetchedAt: -Infinity, featuresVersion: null,
+                           featuresFetchedAt: -Infinity, versionsFetchedAt: -Infinity, versionsForModel: null,
+                           confusionKey: null });
+    if (live.source) live.source.close();
+    connectEvents();
+    refreshSoon();
+  });
+
+  listModels();
   connectEvents();
   tick();
 })();
