@@ -44,6 +44,4 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if [ -n "$added_policy" ]; then rm -f "$policy"; fi
 }
-# promtool (Debian's prometheus package) checks the example alert rules (tests/test_alert_rules.py).
-apt_install prometheus
 export PATH="$VENV/bin:$PATH"
