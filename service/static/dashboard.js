@@ -3,7 +3,7 @@
 // Drawing: the canvas is sent as a PNG to POST /predict/image, which makes it MNIST-like exactly as the
 // service documents (invert, crop, fit 20x20, centre by mass), so the page predicts what any client would.
 // Live panel: the page listens to GET /model/events (Server-Sent Events: snapshot, pin, drift, fault and
-// health events) and reads GET /model when one arrives, plus every 30 s for the ages; if the event stream
+// health events) and reads GET /model when one arrives, plus every 5 s for the ages; if the event stream
 // cannot be opened (an old proxy, too many streams: 503) it falls back to reading /model every second.
 // /model/weights and /model/versions only when the version changed, /model/features (mlp rule: its hidden
 // units) when it changed and at most every 5 s.
@@ -11,7 +11,7 @@
 
 (() => {
   const POLL_MS = 1000; // without the event stream
-  const EVENTS_POLL_MS = 30000; // with it: only to keep the ages current
+  const EVENTS_POLL_MS = 5000; // with it: to keep the ages current, and a bound on a missed event's delay
   const RECONNECT_MS = 5000; // after the event stream was refused or closed
   const EVENT_KINDS = ["hello", "snapshot", "pin", "drift", "fault", "health"];
   const PREDICT_EVERY_MS = 150; // while drawing: at most one request in flight, at most ~7 a second
@@ -346,7 +346,10 @@
     if (!window.EventSource) return setLiveMode("polling");
     const source = new EventSource(modelPath("/events"));
     live.source = source;
-    source.onopen = () => setLiveMode("events");
+    source.onopen = () => {
+      setLiveMode("events");
+      refreshSoon(); // what changed before the stream opened (or while it was reconnecting) is not an event
+    };
     for (const kind of EVENT_KINDS) {
       source.addEventListener(kind, () => {
         live.events += 1;
