@@ -32,16 +32,12 @@ def register(api: FastAPI, settings: Settings) -> None:
 
         The worker's ``hostname:pid`` shows only to a caller that may write (with the key).
         """
-        body = describe(model, holder, settings)
-        return body if request.app.state.access.trusted(request.scope) else redact_worker(body)
+        return model_body(request, model, holder, settings)
 
     @api.get("/model/versions", tags=tags, response_model=Versions, responses=errors(503))
     async def versions(holder: HolderDep) -> dict[str, Any]:
         """Kept versions (the worker keeps ``keep_versions``), the latest, the served and the pinned one."""
-        kept = await holder.versions()
-        pinned = await holder.pinned_version()
-        served = holder.current.version if holder.current else None
-        return {"versions": kept, "latest": holder.latest_version, "served": served, "pinned": pinned}
+        return await versions_body(holder)
 
     @api.post(
         "/model/pin", tags=tags, response_model=ModelInfo, dependencies=guarded,
@@ -65,7 +61,7 @@ def register(api: FastAPI, settings: Settings) -> None:
     @api.get("/model/weights", tags=tags, response_model=WeightTemplates, responses=errors(503))
     async def weight_arrays(model: ModelDep) -> Response:
         """The served weight templates as numbers: digit-major (10, 784) and the 10 biases."""
-        return Response(weights_json(model), media_type="application/json", headers={"Cache-Control": "no-cache"})
+        return json_response(weights_json(model))
 
     @api.get(
         "/model/weights.png",
@@ -80,8 +76,7 @@ def register(api: FastAPI, settings: Settings) -> None:
     @api.get("/model/features", tags=tags, response_model=HiddenFeatures, responses=errors(422, 503))
     async def features(model: ModelDep, count: Annotated[int, Query(ge=1, le=MAX_UNITS)] = 36) -> Response:
         """The ``count`` most important hidden units (mlp rule): what each learned to detect, whom it votes for."""
-        body = features_json(model, count)
-        return Response(body, media_type="application/json", headers={"Cache-Control": "no-cache"})
+        return json_response(features_json(model, count))
 
     @api.get(
         "/model/features.png",
@@ -110,6 +105,32 @@ def weights_json(model: ServedModel) -> bytes:
          "weights": np.ascontiguousarray(weights.T, dtype=np.float32), "bias": bias.astype(np.float32)},
         option=orjson.OPT_SERIALIZE_NUMPY,
     )  # fmt: skip
+
+
+def json_response(body: bytes) -> Response:
+    """A JSON body that changes with the served model: never cached."""
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-cache"})
+
+
+def model_body(
+    request: Request, model: ServedModel, holder: ModelHolder, settings: Settings, name: str | None = None
+) -> dict[str, Any]:
+    """The GET /model body (of registered model ``name``: GET /models/{name}).
+
+    The worker's ``hostname:pid`` shows only to a caller that may write (with the key).
+    """
+    body = describe(model, holder, settings)
+    if name is not None:
+        body["model"] = name
+    return body if request.app.state.access.trusted(request.scope) else redact_worker(body)
+
+
+async def versions_body(holder: ModelHolder) -> dict[str, Any]:
+    """The GET /model/versions body."""
+    kept = await holder.versions()
+    pinned = await holder.pinned_version()
+    served = holder.current.version if holder.current else None
+    return {"versions": kept, "latest": holder.latest_version, "served": served, "pinned": pinned}
 
 
 def describe(model: ServedModel, holder: ModelHolder, settings: Settings) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from digitstream.registry import MODEL_NAME_PATTERN, MODELS_KEY, parse_models
 from digitstream.settings import Settings
 
 from .. import validation
-from ..access import redact_worker
 from ..deps import MetricsDep, RedisDep, api_key_dependencies
 from ..errors import error
 from ..features import MAX_UNITS, features_json
@@ -35,7 +34,7 @@ from ..schemas import (
     predict_body,
     upload_body,
 )
-from .model import describe, weights_json
+from .model import describe, json_response, model_body, versions_body, weights_json
 from .predict import batch_answer, image_answer, single_answer
 from .responses import errors
 
@@ -101,35 +100,26 @@ def register(api: FastAPI, settings: Settings) -> None:
     async def model_info(request: Request, name: ModelName) -> dict[str, Any]:
         """As GET /model, for the named model."""
         holder = await holder_of(request, name)
-        body = describe(holder.require(), holder, settings)
-        body["model"] = name
-        return body if request.app.state.access.trusted(request.scope) else redact_worker(body)
+        return model_body(request, holder.require(), holder, settings, name)
 
     @api.get("/models/{name}/versions", tags=tags, response_model=Versions, responses=errors(404, 422, 503))
     async def versions(request: Request, name: ModelName) -> dict[str, Any]:
         """As GET /model/versions, for the named model."""
-        holder = await holder_of(request, name)
-        kept = await holder.versions()
-        served = holder.current.version if holder.current else None
-        pinned = await holder.pinned_version()
-        return {"versions": kept, "latest": holder.latest_version, "served": served, "pinned": pinned}
+        return await versions_body(await holder_of(request, name))
 
     @api.get("/models/{name}/weights", tags=tags, response_model=WeightTemplates, responses=errors(404, 422, 503))
     async def weights(request: Request, name: ModelName) -> Response:
         """As GET /model/weights, for the named model."""
         model = (await holder_of(request, name)).require()
-        return Response(weights_json(model), media_type="application/json", headers={"Cache-Control": "no-cache"})
+        return json_response(weights_json(model))
 
-    @api.get(
-        "/models/{name}/features", tags=tags, response_model=HiddenFeatures, responses=errors(404, 422, 503)
-    )
+    @api.get("/models/{name}/features", tags=tags, response_model=HiddenFeatures, responses=errors(404, 422, 503))
     async def features(
         request: Request, name: ModelName, count: Annotated[int, Query(ge=1, le=MAX_UNITS)] = 36
     ) -> Response:
         """As GET /model/features, for the named model."""
         model = (await holder_of(request, name)).require()
-        body = features_json(model, count)
-        return Response(body, media_type="application/json", headers={"Cache-Control": "no-cache"})
+        return json_response(features_json(model, count))
 
     @api.post(
         "/models/{name}/pin", tags=tags, response_model=ModelInfo, dependencies=guarded,
