@@ -65,17 +65,22 @@ def connect_redis(settings: Settings) -> RedisClient:
     return client
 
 
-def redis_options(command: F) -> F:
-    """``--redis-url`` and ``--model``, defaulting to the settings (env vars)."""
-    command = click.option(
-        "--model", "model_name", metavar="NAME", help="model name, the prefix of its Redis keys [default: digitstream]"
-    )(command)
+def redis_url_option(command: F) -> F:
+    """``--redis-url`` (the parameter ``redis_url_option``), defaulting to the settings (env vars)."""
     return click.option(
         "--redis-url",
         "redis_url_option",
         metavar="URL",
         help="Redis to use [default: $DIGITSTREAM_REDIS_URL or redis://localhost:6379/0]",
     )(command)
+
+
+def redis_options(command: F) -> F:
+    """``--redis-url`` and ``--model``, defaulting to the settings (env vars)."""
+    command = click.option(
+        "--model", "model_name", metavar="NAME", help="model name, the prefix of its Redis keys [default: digitstream]"
+    )(command)
+    return redis_url_option(command)
 
 
 def service_options(command: F) -> F:

@@ -14,7 +14,7 @@ from digitstream.contracts import CurvePoint, SnapshotMeta
 from digitstream.registry import Registry
 from digitstream.snapshot import META_FIELD
 
-from ._common import InputError, connect_redis, settings_for
+from ._common import InputError, connect_redis, redis_url_option, settings_for
 
 CURVE_ROWS = 12
 
@@ -60,7 +60,7 @@ def standings(client: RedisClient, names: tuple[str, ...]) -> list[Standing]:
 @click.command("compare")
 @click.argument("names", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per model, with its learning curve")
-@click.option("--redis-url", "redis_url_option", metavar="URL", help="Redis [DIGITSTREAM_REDIS_URL]")
+@redis_url_option
 def compare(names: tuple[str, ...], as_json: bool, redis_url_option: str | None) -> None:
     """Compare models (e.g. learning from one stream): accuracies and learning curves side by side."""
     client = connect_redis(settings_for(redis_url=redis_url_option))

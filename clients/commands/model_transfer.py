@@ -25,14 +25,7 @@ from digitstream.settings import Settings
 from digitstream.store import LeaseLost
 from digitstream.transfer import TransferError, export_model, import_model, import_summary
 
-from ._common import F, InputError, RuntimeFailure, connect_redis, echo_json, settings_for
-
-
-def _redis_url_option(command: F) -> F:
-    return click.option(
-        "--redis-url", "redis_url_option", metavar="URL",
-        help="Redis to use [default: $DIGITSTREAM_REDIS_URL or redis://localhost:6379/0]",
-    )(command)  # fmt: skip
+from ._common import InputError, RuntimeFailure, connect_redis, echo_json, redis_url_option, settings_for
 
 
 def _keys(client: RedisClient, settings: Settings, name: str, params: HyperParameters | None = None) -> Keys:
@@ -61,7 +54,7 @@ def _keys(client: RedisClient, settings: Settings, name: str, params: HyperParam
 @click.argument("file", type=click.Path(dir_okay=False, writable=True, path_type=Path))
 @click.option("--version", type=click.IntRange(min=1), help="a kept version [default: the latest]")
 @click.option("--json", "as_json", is_flag=True, help="print the file's metadata as JSON")
-@_redis_url_option
+@redis_url_option
 def export_command(name: str, file: Path, version: int | None, as_json: bool, redis_url_option: str | None) -> None:
     """Write model NAME (its latest or a kept version) to FILE, a numpy .npz with JSON metadata."""
     settings = settings_for(redis_url=redis_url_option)
@@ -90,7 +83,7 @@ def export_command(name: str, file: Path, version: int | None, as_json: bool, re
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--as", "as_name", metavar="NAME", help="the model to import into [default: the name in the file]")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@_redis_url_option
+@redis_url_option
 def import_command(file: Path, as_name: str | None, as_json: bool, redis_url_option: str | None) -> None:
     """Load FILE (from `models export`) as the next version of its model, or of NAME with --as.
 

@@ -18,9 +18,8 @@ from digitstream.learner.params import RULES, SCHEDULES, HyperParameters
 from digitstream.protocol import Keys
 from digitstream.registry import ModelConfig, Registry, RegistryError
 
-from ._common import InputError, RuntimeFailure, connect_redis, settings_for
+from ._common import InputError, RuntimeFailure, connect_redis, redis_url_option, settings_for
 
-DELETE_BATCH = 500
 RELEASE_TIMEOUT = 15.0  # seconds a deleted model's worker gets to write its final snapshot and let go
 
 
@@ -28,7 +27,6 @@ def _connect(redis_url_option: str | None) -> RedisClient:
     return connect_redis(settings_for(redis_url=redis_url_option))
 
 
-redis_url_opt = click.option("--redis-url", "redis_url_option", metavar="URL", help="Redis [DIGITSTREAM_REDIS_URL]")
 
 
 @click.group("models")
@@ -51,7 +49,7 @@ def models() -> None:
 @click.option("--hidden", type=int, help="hidden units (mlp)")
 @click.option("--init-seed", type=int, help="initial weights' seed (mlp)")
 @click.option("--average-every", type=int, help="samples between served-average updates (mlp)")
-@redis_url_opt
+@redis_url_option
 def create(name: str, rule: str, stream: str | None, redis_url_option: str | None, **params: Any) -> None:
     """Register model NAME with its rule and hyper-parameters."""
     try:
@@ -70,7 +68,7 @@ def create(name: str, rule: str, stream: str | None, redis_url_option: str | Non
 
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per model")
-@redis_url_opt
+@redis_url_option
 def list_models(as_json: bool, redis_url_option: str | None) -> None:
     """List the registered models with their rule, stream and latest version."""
     client = _connect(redis_url_option)
@@ -88,7 +86,7 @@ def list_models(as_json: bool, redis_url_option: str | None) -> None:
 
 @models.command("show")
 @click.argument("name")
-@redis_url_opt
+@redis_url_option
 def show(name: str, redis_url_option: str | None) -> None:
     """Show model NAME: configuration, latest version, worker."""
     client = _connect(redis_url_option)
@@ -110,7 +108,7 @@ def show(name: str, redis_url_option: str | None) -> None:
 @models.command("delete")
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="confirm: the model's snapshots, dead letters and own stream are deleted")
-@redis_url_opt
+@redis_url_option
 def delete(name: str, yes: bool, redis_url_option: str | None) -> None:
     """Delete model NAME and its data (needs --yes)."""
     client = _connect(redis_url_option)
@@ -156,11 +154,7 @@ def delete_data(client: RedisClient, config: ModelConfig) -> int:
             names += [keys.samples, keys.readers]
         else:  # a shared stream: the model stops holding back its trims (docs/worker.md, several models on one stream)
             client.hdel(keys.readers, keys.model)
-        deleted = 0
-        for start in range(0, len(names), DELETE_BATCH):
-            for name in names[start : start + DELETE_BATCH]:  # one key per call: keys may sit in several slots
-                deleted += int(client.delete(name))
-        return deleted
+        return int(client.delete(*names))  # all in the model's slot ({M}); a cluster client splits by slot anyway
     except redis.RedisError as exc:
         raise RuntimeFailure(f"deleting the data of model {config.name!r}: {exc}") from None
 
@@ -175,7 +169,7 @@ def _text(value: bytes | str | None) -> str | None:
 )
 @click.option("--stream", "stream_key", help="its stream, if it was not the default one")
 @click.option("--deadletter-stream", "deadletter_key", help="its dead-letter stream, if not the default one")
-@redis_url_opt
+@redis_url_option
 def migrate(
     model_name: str | None, stream_key: str | None, deadletter_key: str | None, redis_url_option: str | None
 ) -> None:
