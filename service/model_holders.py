@@ -17,7 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from digitstream.connections import AsyncRedisClient
-from digitstream.registry import MODELS_KEY, ModelConfig, parse_models
+from digitstream.registry import MODELS_KEY, parse_models
 
 from .model_holder import ModelHolder
 
@@ -82,10 +82,6 @@ class ModelHolders:
             raise
         finally:
             del self._loading[name]
-
-    async def configs(self) -> dict[str, ModelConfig]:
-        """Every registered model's configuration."""
-        return parse_models(await self._client.hgetall(MODELS_KEY))
 
     async def _load(self, name: str) -> ModelHolder:
         raw = await self._client.hget(MODELS_KEY, name)

@@ -158,14 +158,13 @@ class WorkerPool:
         self._stopping = threading.Event()
         self._models: dict[str, ModelConfig] = {}
         self._registry_version = -1
+        self._wanted: dict[str, ModelConfig] = {}
+        self._wanted_basis: tuple[int, tuple[tuple[str, tuple[str, ...]], ...]] | None = None
 
     @property
     def models(self) -> list[str]:
         """The models this pool runs a worker for (active or standby), sorted."""
         return sorted(self._running)
-
-    def workers(self) -> dict[str, Worker]:
-        return {name: running.worker for name, running in self._running.items()}
 
     def stop(self) -> None:
         """Stop every model's worker (each writes its final snapshot), then leave (signal-safe)."""
@@ -201,12 +200,16 @@ class WorkerPool:
         if version != self._registry_version:
             self._models = self.registry.models()
             self._registry_version = version
-        wanted = {
-            name: config
-            for name, config in self._models.items()
-            if matches(name, self.patterns) and owner(name, pools) == self.pool_id
-        }
-        self._reconcile(wanted)
+        # Rendezvous hashes every model against every pool: only when the models or the pools changed.
+        basis = (version, tuple(sorted((pool, tuple(patterns)) for pool, patterns in pools.items())))
+        if basis != self._wanted_basis:
+            self._wanted = {
+                name: config
+                for name, config in self._models.items()
+                if matches(name, self.patterns) and owner(name, pools) == self.pool_id
+            }
+            self._wanted_basis = basis
+        self._reconcile(self._wanted)
 
     def _reconcile(self, wanted: Mapping[str, ModelConfig]) -> None:
         for name, running in list(self._running.items()):
