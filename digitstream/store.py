@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from .commit_script import TRIM_PROBE, WRITE_SCRIPT, WRITE_SCRIPT_SHARDED
+from .connections import is_cluster
 from .protocol import Keys
 from .snapshot import Snapshot, SnapshotError, decode_snapshot, encode_snapshot
 
@@ -92,8 +93,6 @@ def write_snapshot(
         keys.snapshot_times, keys.pinned, keys.readers,
     ]  # fmt: skip
     try:
-        from .connections import is_cluster
-
         script = WRITE_SCRIPT_SHARDED if is_cluster(client) else WRITE_SCRIPT
         return int(client.eval(script, len(script_keys), *script_keys, *args))
     except redis.ResponseError as exc:
