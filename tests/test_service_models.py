@@ -27,20 +27,30 @@ def register(client: redis.Redis, name: str, rule: str = "softmax") -> None:
     assert Registry(client).create(config)
 
 
+@pytest.fixture
+def small(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis, write: Callable[..., int],
+    trained: DeltaRuleLearner, mnist_train: tuple[np.ndarray, np.ndarray],
+) -> DeltaRuleLearner:  # fmt: skip
+    """The default model (``trained``, 3,000 samples) and a registered model "small" that learned 200: they differ."""
+    images, labels = mnist_train
+    write(trained)
+    learner = train(images.reshape(len(labels), -1), labels, 200)
+    register(redis_client, "small")
+    snapshot_writer(redis_client, make_settings(model_name="small"))(learner)
+    return learner
+
+
 def test_each_registered_model_is_served_under_its_name_and_the_default_paths_keep_the_default(
     make_app: Callable[..., LiveServer],
     make_settings: Callable[..., Settings],
     redis_client: redis.Redis,
-    write: Callable[..., int],
     trained: DeltaRuleLearner,
+    small: DeltaRuleLearner,
     mnist_train: tuple[np.ndarray, np.ndarray],
 ) -> None:
     images, labels = mnist_train
     images = images.reshape(len(labels), -1)
-    write(trained)  # the default model
-    small = train(images, labels, 200)  # a second model that has learned less: it answers differently
-    register(redis_client, "small")
-    snapshot_writer(redis_client, make_settings(model_name="small"))(small)
     register(redis_client, "empty")  # registered, no snapshot yet
     server = make_app(served_models_max=4)
 
@@ -109,19 +119,10 @@ def test_the_served_models_are_bounded_by_the_lru_setting(
 
 
 def test_the_python_client_and_the_command_line_follow_a_named_model(
-    make_app: Callable[..., LiveServer],
-    make_settings: Callable[..., Settings],
-    redis_client: redis.Redis,
-    write: Callable[..., int],
-    trained: DeltaRuleLearner,
-    mnist_train: tuple[np.ndarray, np.ndarray],
+    make_app: Callable[..., LiveServer], small: DeltaRuleLearner, mnist_train: tuple[np.ndarray, np.ndarray]
 ) -> None:
     images, labels = mnist_train
     images = images.reshape(len(labels), -1)
-    write(trained)
-    small = train(images, labels, 200)
-    register(redis_client, "small")
-    snapshot_writer(redis_client, make_settings(model_name="small"))(small)
     server = make_app()
 
     with PredictionClient(server.url, model="small") as client, PredictionClient(server.url) as default:
