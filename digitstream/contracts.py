@@ -220,6 +220,32 @@ class WorkerSettings:
 
 
 # -- the contracts ------------------------------------------------------------------------------
+def samples_in_entries(entries: int, entries_consumed: int, samples_passed: int, offset: int = 0) -> int:
+    """The samples in ``entries`` stream entries after a position, less the ``offset`` samples of the first
+    already consumed: each entry holds the mean of the entries consumed so far (1 for classic entries;
+    a packed entry holds many, ``digitstream.packed``).
+
+    >>> samples_in_entries(3, entries_consumed=4, samples_passed=4)
+    3
+    >>> samples_in_entries(3, entries_consumed=2, samples_passed=2048 + 100, offset=100)
+    2972
+    """
+    if entries <= 0:
+        return 0
+    return max(0, round(entries * samples_per_entry(entries_consumed, samples_passed, offset)) - offset)
+
+
+def samples_per_entry(entries_consumed: int, samples_passed: int, offset: int = 0) -> float:
+    """The mean number of samples in the entries consumed up to a position (1 for classic entries, and
+    for a model that learned none of its stream, e.g. an imported one).
+
+    >>> samples_per_entry(0, 300), samples_per_entry(3, 3000)
+    (1.0, 1000.0)
+    """
+    in_entries = samples_passed - offset  # the samples of the entries up to the position's last id
+    return in_entries / entries_consumed if in_entries > entries_consumed > 0 else 1.0
+
+
 @dataclass(frozen=True)
 class SnapshotMeta:
     """The JSON metadata of one snapshot; the learner's arrays travel next to it (``digitstream.snapshot``)."""
@@ -243,6 +269,15 @@ class SnapshotMeta:
     fault_counts: dict[str, int] = field(default_factory=dict)  # faults by kind, cumulative (faults keeps the newest)
     version: int | None = None  # assigned by the store when written (not part of the written JSON)
     schema: int = SCHEMA_VERSION
+
+    @property
+    def samples_passed(self) -> int:
+        """Samples consumed up to the position: learned, dead-lettered, skipped or duplicates."""
+        return self.samples_learned + self.deadletter_count + self.samples_skipped + self.duplicates_skipped
+
+    def samples_behind(self, entries: int) -> int:
+        """The samples in ``entries`` stream entries after this snapshot's position (``samples_in_entries``)."""
+        return samples_in_entries(entries, self.entries_consumed, self.samples_passed, self.offset)
 
     def to_json(self) -> dict[str, Any]:
         body = {
@@ -377,4 +412,6 @@ __all__ = [
     "WorkerSettings",
     "WorkerState",
     "WorkerStatus",
+    "samples_in_entries",
+    "samples_per_entry",
 ]

@@ -4,8 +4,9 @@ One series per model this process serves (the default one, and the registered on
 served-models LRU), labelled ``model``. Gauges: ``digitstream_prequential_accuracy_ratio``,
 ``digitstream_rolling_accuracy_ratio`` (of the served snapshot), ``digitstream_learning_samples_per_second``
 (the worker's throughput; 0 without a healthy worker), ``digitstream_backlog_entries`` (counted in
-the stream by the service, ``service.learning``) with ``digitstream_backlog_at_least`` (1 when that
-count is a lower bound), ``digitstream_heartbeat_age_seconds`` and ``digitstream_worker_health``
+the stream by the service, ``service.learning``) and ``digitstream_backlog_samples`` (the samples in
+them: packed entries hold many) with ``digitstream_backlog_at_least`` (1 when that count is a lower
+bound), ``digitstream_heartbeat_age_seconds`` and ``digitstream_worker_health``
 (one series per state of ``observability.HEALTH_STATES``, 1 for the current one).
 
 Counters: ``digitstream_deadletters_total`` by ``reason`` (``observability.DEADLETTER_CLASSES``),
@@ -59,6 +60,7 @@ class LearnerCollector(Collector):
                 ("digitstream_rolling_accuracy_ratio", "Prequential accuracy over the last rolling_window samples"),
                 ("digitstream_learning_samples_per_second", "Samples the worker learns per second"),
                 ("digitstream_backlog_entries", "Stream entries after the latest snapshot's position"),
+                ("digitstream_backlog_samples", "Samples in the stream entries after the latest snapshot's position"),
                 ("digitstream_backlog_at_least", "1 when the backlog is a lower bound (Redis < 7, capped count)"),
                 ("digitstream_heartbeat_age_seconds", "Seconds since the worker's status last changed"),
             )
@@ -78,7 +80,8 @@ class LearnerCollector(Collector):
                 "digitstream_prequential_accuracy_ratio": metrics.prequential_accuracy if metrics else None,
                 "digitstream_rolling_accuracy_ratio": metrics.rolling_accuracy if metrics else None,
                 "digitstream_learning_samples_per_second": learning.throughput if holder.redis_ok else None,
-                "digitstream_backlog_entries": learning.backlog,
+                "digitstream_backlog_entries": learning.backlog_entries,
+                "digitstream_backlog_samples": learning.backlog,
                 "digitstream_backlog_at_least": float(learning.backlog_at_least),
                 "digitstream_heartbeat_age_seconds": learning.heartbeat_age,
             }

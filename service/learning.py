@@ -4,12 +4,15 @@ The worker reports its lag in its status, but a dead worker reports nothing, and
 snapshot's lag is frozen at the moment it was written. So the service measures for itself, at
 each follower sync (at most every ``MIN_INTERVAL`` seconds):
 
-* **Backlog**: stream entries after the latest snapshot's position, counted by Redis in one
+* **Backlog**: samples after the latest snapshot's position. Redis counts the stream entries in one
   script that returns two numbers (no entry crosses the network, however large): on Redis >= 7
   ``XINFO STREAM``'s ``entries-added`` minus the snapshot's ``entries_consumed`` (O(1)); on
   Redis 6.2 the entries after the snapshot's ``last_id``, counted by ``XRANGE`` up to
-  ``BACKLOG_CAP`` and reported as "at least" that beyond it (bounded cost). Entries the worker
-  learned since its last snapshot still count: they are not committed yet.
+  ``BACKLOG_CAP`` and reported as "at least" that beyond it (bounded cost). Entries become samples
+  as the worker's lag does: each holds the mean of the entries consumed so far (1 for classic
+  entries, up to ``pack_max`` for packed ones), less the samples of a packed entry the snapshot
+  ends inside. Entries the worker learned since its last snapshot still count: they are not
+  committed yet.
 * **Health** (``digitstream.observability.HEALTH_STATES``): ``no-worker`` when nobody holds the
   model's lease (a killed worker's lease expires after ``lease_ttl``, 3 s by default);
   ``stalled`` when the lease is held but the worker's heartbeat (its status's ``updated_at``)
@@ -32,6 +35,7 @@ from redis.exceptions import ResponseError
 
 from digitstream.connections import AsyncRedisClient
 from digitstream.contracts import SnapshotMeta, WorkerStatus
+from digitstream.jsonfields import ContractError
 from digitstream.observability import HEALTH_STATES, Health
 from digitstream.protocol import Keys
 from digitstream.snapshot import META_FIELD
@@ -62,8 +66,9 @@ class Learning:
     """What the service knows of the model's learning at one sync."""
 
     health: Health
-    backlog: int | None  # stream entries after the latest snapshot's position (None: not measured)
+    backlog: int | None  # samples after the latest snapshot's position (None: not measured)
     backlog_at_least: bool = False  # Redis < 7: the backlog is at least this (counted up to BACKLOG_CAP)
+    backlog_entries: int | None = None  # the stream entries those samples are in
     heartbeat_age: float | None = None  # seconds since the worker's status last changed, service clock
     throughput: float = 0.0  # samples/s (the worker's, 0 without a healthy worker)
     detail: str | None = None
@@ -71,6 +76,7 @@ class Learning:
     def to_json(self) -> dict[str, Any]:
         return {
             "health": self.health, "backlog": self.backlog, "backlog_at_least": self.backlog_at_least,
+            "backlog_entries": self.backlog_entries,
             "heartbeat_age": None if self.heartbeat_age is None else round(self.heartbeat_age, 3),
             "throughput": self.throughput, "detail": self.detail,
         }  # fmt: skip
@@ -87,7 +93,7 @@ class LearningWatch:
         self._keys = keys
         self._script = client.register_script(BACKLOG_SCRIPT)
         self._heartbeat: tuple[float, float] | None = None  # (status updated_at, service monotonic when it changed)
-        self._positions: dict[int, tuple[int, str]] = {}  # latest version -> (entries_consumed, last_id)
+        self._positions: dict[int, SnapshotMeta | None] = {}  # latest version -> its meta (None: unreadable)
         self._measured_at = -1e9
         self.current: Learning = Learning("unknown", None)
 
@@ -102,10 +108,11 @@ class LearningWatch:
             return self.current
         self._measured_at = now
         position = await self._position(latest, served, served_version)
-        backlog, at_least = await self._backlog(position)
+        entries, at_least = await self._backlog(position)
+        backlog = None if entries is None else position.samples_behind(entries) if position else entries
         health, detail = _health(status, lease_holder, heartbeat_age)
         throughput = status.throughput if status is not None and health == "ok" else 0.0
-        self.current = Learning(health, backlog, at_least, heartbeat_age, throughput, detail)
+        self.current = Learning(health, backlog, at_least, entries, heartbeat_age, throughput, detail)
         return self.current
 
     def _heartbeat_age(self, status: WorkerStatus | None, now: float) -> float | None:
@@ -118,21 +125,20 @@ class LearningWatch:
 
     async def _position(
         self, latest: int | None, served: SnapshotMeta | None, served_version: int | None
-    ) -> tuple[int, str]:
-        """(entries consumed, last id) of the latest snapshot; (0, "0-0") for a model without one."""
+    ) -> SnapshotMeta | None:
+        """The latest snapshot's meta (its position); None for a model without one, or an unreadable one."""
         if latest is None:
-            return 0, "0-0"
+            return None
         if served is not None and served_version == latest:
-            return served.entries_consumed, served.last_id
-        known = self._positions.get(latest)
-        if known is None:  # pinned to an older version: read the latest one's position (once per version)
+            return served
+        if latest not in self._positions:  # pinned to an older version: read the latest one's (once per version)
             raw = await self._client.hget(self._keys.snapshot(latest), META_FIELD)
-            known = _position_of(raw)
-            self._positions = {latest: known}
-        return known
+            self._positions = {latest: _meta_of(raw)}
+        return self._positions[latest]
 
-    async def _backlog(self, position: tuple[int, str]) -> tuple[int | None, bool]:
-        consumed, last_id = position
+    async def _backlog(self, position: SnapshotMeta | None) -> tuple[int | None, bool]:
+        """Stream entries after the position (Redis counts them), and whether that is a lower bound."""
+        consumed, last_id = (position.entries_consumed, position.last_id) if position else (0, "0-0")
         try:
             n, at_least = await self._script(keys=[self._keys.samples], args=[consumed, f"({last_id}", BACKLOG_CAP])
         except ResponseError:  # e.g. the key holds something else than a stream
@@ -140,15 +146,11 @@ class LearningWatch:
         return int(n), bool(int(at_least))
 
 
-def _position_of(raw: bytes | str | None) -> tuple[int, str]:
+def _meta_of(raw: bytes | str | None) -> SnapshotMeta | None:
     try:
-        data = orjson.loads(raw) if raw is not None else {}
-    except orjson.JSONDecodeError:
-        data = {}
-    consumed, last_id = data.get("entries_consumed"), data.get("last_id")
-    if isinstance(consumed, int) and isinstance(last_id, str):
-        return consumed, last_id
-    return 0, "0-0"
+        return SnapshotMeta.from_json(orjson.loads(raw)) if raw is not None else None
+    except (orjson.JSONDecodeError, ContractError):
+        return None
 
 
 def _health(

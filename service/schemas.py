@@ -176,12 +176,13 @@ class ModelInfo(BaseModel):
     params: dict[str, Any]
     metrics: dict[str, Any] = Field(description="online metrics from the snapshot (prequential/rolling accuracy, ...)")
     lag: int | None = Field(
-        description="stream entries not yet learned: the worker's own count while it is healthy, else the backlog"
+        description="samples not yet learned: the worker's own count while it is healthy, else the backlog"
     )
     learning: dict[str, Any] = Field(
         description="health (ok: a worker is learning; stalled: the lease holder's heartbeat stopped; no-worker: "
         "nobody holds the lease; crash-looping: the worker restarts at the same position; unknown: Redis "
-        "unreachable), backlog (stream entries after the latest snapshot, counted by Redis), backlog_at_least, "
+        "unreachable), backlog (samples after the latest snapshot: the stream entries counted by Redis, "
+        "backlog_entries, times the samples per entry so far), backlog_at_least, "
         "heartbeat_age (s), throughput (samples/s), detail"
     )
     pinned: bool

@@ -19,6 +19,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from digitstream.clients.publisher import Publisher
 from digitstream.learner import HyperParameters
 from digitstream.observability import DEADLETTER_CLASSES, FAULT_KINDS, HEALTH_STATES
 from digitstream.protocol import encode_sample
@@ -129,6 +130,29 @@ def test_every_served_model_has_its_own_series(
     assert np.isnan(rolling[(("model", "digitstream"),)]), "the default model has no snapshot: no value"
     assert families["digitstream_backlog_entries"][1][(("model", "small"),)] == 40
     assert families["digitstream_worker_health"][1][(("model", "small"), ("state", "stalled"))] == 1
+
+
+def test_the_backlog_of_packed_entries_is_counted_in_samples(
+    make_app: Callable[..., LiveServer], redis_client: redis.Redis, make_settings: Callable[..., Settings],
+    mnist_train: tuple[np.ndarray, np.ndarray],
+) -> None:  # fmt: skip
+    """Three packed entries of 100 learned, 40 samples of the fourth too: two entries and 160 samples to go."""
+    images, labels = mnist_train
+    settings = make_settings()
+    publisher = Publisher(redis_client, settings.keys, pack=100)
+    ids = publisher.publish(images[:300], labels[:300])
+    learner = train(images, labels, 340)
+    snapshot_writer(redis_client, settings)(learner, entries_consumed=3, last_id=ids[-1].decode(), offset=40)
+    publisher.publish(images[300:500], labels[300:500])  # nobody learns these
+    live = make_app(poll_interval=0.2)
+    learning = wait_for(
+        lambda: (body := live.get("/model").json())["learning"]["backlog"] is not None and body["learning"],
+        timeout=5, what="a measured backlog",
+    )  # fmt: skip
+    assert (learning["backlog_entries"], learning["backlog"]) == (2, 160)
+    families = scrape(live)
+    assert families["digitstream_backlog_entries"][1][(("model", "digitstream"),)] == 2
+    assert families["digitstream_backlog_samples"][1][(("model", "digitstream"),)] == 160
 
 
 def test_a_killed_worker_shows_as_not_learning_with_the_true_backlog_within_10_seconds(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from digitstream.contracts import SnapshotMeta
+from digitstream.contracts import SnapshotMeta, samples_in_entries, samples_per_entry
 
 
 @dataclass
@@ -35,22 +35,17 @@ class Position:
         return self.samples_learned + self.deadletter_count + self.samples_skipped + self.duplicates_skipped
 
     def samples_behind(self, entries: int) -> int:
-        """The samples in ``entries`` entries after ``last_id``: each holds the mean of those consumed so far.
+        """The samples in ``entries`` entries after ``last_id`` (``contracts.samples_in_entries``).
 
-        >>> Position(entries_consumed=4, samples_learned=4).samples_behind(3)
-        3
         >>> Position(entries_consumed=2, samples_learned=2048 + 100, offset=100).samples_behind(3)
         2972
         """
-        if entries <= 0:
-            return 0
-        return max(0, round(entries * self.samples_per_entry) - self.offset)
+        return samples_in_entries(entries, self.entries_consumed, self.samples_passed, self.offset)
 
     @property
     def samples_per_entry(self) -> float:
         """The mean number of samples in the entries consumed up to ``last_id`` (1 for classic entries)."""
-        in_entries = self.samples_passed - self.offset  # the samples of the entries up to last_id
-        return in_entries / self.entries_consumed if in_entries > self.entries_consumed else 1.0
+        return samples_per_entry(self.entries_consumed, self.samples_passed, self.offset)
 
     @classmethod
     def of_snapshot(cls, meta: SnapshotMeta) -> Position:

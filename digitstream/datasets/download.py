@@ -167,9 +167,7 @@ def _fetch(
     if start:
         headers["Range"] = f"bytes={start}-"
     try:
-        with urllib.request.urlopen(
-            urllib.request.Request(url, headers=headers), timeout=timeout
-        ) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
             offset, total = _response_offset(response, start, remote)
             _stream(response, part, offset, total, remote.name, progress)
     except urllib.error.HTTPError as exc:
@@ -186,9 +184,7 @@ def _fetch(
         raise _MirrorFailure(f"connection failed ({_describe(exc)})") from exc
 
 
-def _response_offset(
-    response: http.client.HTTPResponse, start: int, remote: RemoteFile
-) -> tuple[int, int | None]:
+def _response_offset(response: http.client.HTTPResponse, start: int, remote: RemoteFile) -> tuple[int, int | None]:
     """Where the response body starts in the file, and the file's total size if known."""
     status = getattr(response, "status", None)
     if status == 206:
@@ -252,9 +248,7 @@ def _write(handle: BinaryIO, part: Path, chunk: bytes) -> None:
     try:
         handle.write(chunk)
     except OSError as exc:
-        raise DatasetError(
-            f"cannot write {part} ({exc}); free some space or choose another cache dir."
-        ) from exc
+        raise DatasetError(f"cannot write {part} ({exc}); free some space or choose another cache dir.") from exc
 
 
 def _usable_part_size(part: Path, remote: RemoteFile) -> int:
@@ -293,8 +287,7 @@ def _make_cache_dir(cache_dir: Path) -> None:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatasetError(
-            f"cannot create the cache directory {cache_dir} ({exc}); "
-            "choose another one or fix its permissions."
+            f"cannot create the cache directory {cache_dir} ({exc}); choose another one or fix its permissions."
         ) from exc
 
 

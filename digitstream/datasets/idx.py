@@ -53,8 +53,7 @@ class Mnist:
     def __post_init__(self) -> None:
         if len(self.images) != len(self.labels):
             raise DatasetError(
-                f"{len(self.images)} images but {len(self.labels)} labels: "
-                "every image needs exactly one label."
+                f"{len(self.images)} images but {len(self.labels)} labels: every image needs exactly one label."
             )
 
     def __len__(self) -> int:
@@ -140,9 +139,7 @@ def find_idx_file(directory: Path, stem: str) -> Path:
 
 def missing_mnist_files(directory: Path, stems: Sequence[str] = MNIST_FILE_STEMS) -> list[str]:
     """Names of the MNIST files absent from the directory (in neither gz nor raw form)."""
-    return [
-        stem + ".gz" for stem in stems if not any((directory / n).is_file() for n in _candidate_names(stem))
-    ]
+    return [stem + ".gz" for stem in stems if not any((directory / n).is_file() for n in _candidate_names(stem))]
 
 
 def _candidate_names(stem: str) -> tuple[str, str]:

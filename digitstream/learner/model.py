@@ -151,9 +151,7 @@ class DeltaRuleLearner:
 
     def is_finite(self) -> bool:
         """False once a too-large learning rate made any weight inf or NaN."""
-        return bool(
-            np.isfinite(self._wt).all() and np.isfinite(self._bias).all() and np.isfinite(self._acc_wt).all()
-        )
+        return bool(np.isfinite(self._wt).all() and np.isfinite(self._bias).all() and np.isfinite(self._acc_wt).all())
 
     # -- state ------------------------------------------------------------------------------
     def state(self) -> LearnerState:
