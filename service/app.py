@@ -104,9 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
         BodyLimitMiddleware,
         default_limit=settings.max_body_bytes,
         limits={
-            "/predict/batch": batch_limit,
-            "/samples": batch_limit,
-            "/predict/image": settings.max_upload_bytes,
+            "/predict/batch": batch_limit, "/samples": batch_limit, "/predict/image": settings.max_upload_bytes,
             "/import": MAX_FILE_BYTES,  # /models/{name}/import
         },
         budget=app.state.body_budget,

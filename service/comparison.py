@@ -21,7 +21,6 @@ from digitstream.registry import MODEL_NAME_PATTERN, MODELS_KEY, ModelConfig, pa
 from digitstream.settings import Settings
 from digitstream.snapshot import META_FIELD
 
-from .model_holders import UnknownModel
 from .validation import InvalidInput
 
 MAX_COMPARED = 8  # one chart stays readable, and one request stays cheap
@@ -54,7 +53,7 @@ async def configs(client: AsyncRedisClient, settings: Settings, names: list[str]
         if config is None and name == settings.model_name:
             config = ModelConfig.of_settings(settings, created_at=0.0)
         if config is None:
-            raise UnknownModel(name)
+            raise InvalidInput(f"names: no model {name!r} is registered (see GET /models)", 404)
         out.append(config)
     return out
 
