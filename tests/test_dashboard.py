@@ -24,7 +24,7 @@ from digitstream.settings import Settings
 from digitstream.store import read_snapshot
 from digitstream.worker.loop import Worker
 from digitstream.worker.pool import WorkerPool
-from tests.browser_support import browser, open_page, screenshot  # noqa: F401
+from tests.browser_support import ARTIFACTS, browser, open_page, screenshot  # noqa: F401
 from tests.service_support import LiveServer, live, make_app, train, trained, trained_mlp, write  # noqa: F401
 from tests.worker_support import pool_running, publish, wait_for
 
@@ -448,6 +448,11 @@ def test_compare_models_shows_the_learning_curves_and_accuracies_of_models_on_on
     assert label.startswith("Prequential learning curves of 3 models over 3,000 samples") and "seedling" in label
     assert not violations, violations
     screenshot(page, "09-compare-models")
+
+    page.set_viewport_size({"width": 390, "height": 844})  # at phone width: no sideways scrolling, labelled boxes
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert all(box.evaluate("b => b.labels.length === 1") for box in page.locator("#compare-choices input").all())
+    page.locator("#compare-section").screenshot(path=str(ARTIFACTS / "10-compare-phone-width.png"))
 
 
 def table_of(page: Any, field: str) -> dict[str, float]:

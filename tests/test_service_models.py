@@ -15,8 +15,10 @@ import redis
 
 from digitstream.clients.prediction import ApiError, PredictionClient
 from digitstream.learner import DeltaRuleLearner, HyperParameters
+from digitstream.protocol import Keys
 from digitstream.registry import ModelConfig, Registry
 from digitstream.settings import Settings
+from digitstream.snapshot import META_FIELD
 from tests.cli_support import assert_one_line_error, run_cli
 from tests.service_support import LiveServer, make_app, snapshot_writer, train, trained, write  # noqa: F401
 from tests.worker_support import wait_for
@@ -160,12 +162,16 @@ def test_compare_answers_several_models_accuracies_and_curves_in_one_call_withou
     learner.learn_many(images[:200].reshape(200, -1), labels[:200])
     snapshot_writer(redis_client, eager.settings(make_settings()))(learner, metrics=metrics)
     register(redis_client, "empty")  # registered, no snapshot yet
+    register(redis_client, "garbled")  # a snapshot whose metadata breaks the contract
+    garbled = Keys.for_model("garbled")
+    redis_client.set(garbled.snapshot_latest, 1)
+    redis_client.hset(garbled.snapshot(1), META_FIELD, b"{not json")
     server = make_app()
 
-    answer = server.get("/compare", params={"names": "eager,digitstream,small,empty"})
+    answer = server.get("/compare", params={"names": "eager,digitstream,small,empty,garbled"})
     assert answer.status_code == 200, answer.text
     rows = answer.json()["models"]
-    assert [row["name"] for row in rows] == ["eager", "digitstream", "small", "empty"], "in the order asked for"
+    assert [row["name"] for row in rows] == ["eager", "digitstream", "small", "empty", "garbled"], "in the order asked"
     first = rows[0]
     assert (first["rule"], first["learning_rate"], first["stream"]) == ("softmax", 0.2, "digits:samples")
     assert (first["version"], first["samples_learned"], first["learning_curve"]) == (1, 200, curve)
@@ -173,6 +179,7 @@ def test_compare_answers_several_models_accuracies_and_curves_in_one_call_withou
     assert rows[1]["samples_learned"] == 3000, "the default model needs no registration"
     assert rows[3] == {**rows[3], "version": None, "samples_learned": 0, "learning_curve": [],
                        "prequential_accuracy": None}  # fmt: skip
+    assert (rows[4]["version"], rows[4]["prequential_accuracy"], rows[4]["learning_curve"]) == (1, None, [])
     assert not any(m["loaded"] for m in server.get("/models").json()["models"]), "no model was loaded to compare"
     for row in rows[:3]:  # the numbers GET /models/{name} reports
         info = server.get(f"/models/{row['name']}").json()

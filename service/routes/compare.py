@@ -13,7 +13,7 @@ from fastapi import FastAPI, Query
 
 from digitstream.settings import Settings
 
-from ..comparison import MAX_COMPARED, comparison, parse_names
+from ..comparison import MAX_COMPARED, MetaCache, comparison, parse_names
 from ..deps import RedisDep
 from ..schemas import Comparison
 from .responses import errors
@@ -27,6 +27,7 @@ NAMES = Query(
 
 def register(api: FastAPI, settings: Settings) -> None:
     tags: list[str | Enum] = ["models"]
+    cache = MetaCache()
 
     @api.get("/compare", tags=tags, response_model=Comparison, responses=errors(404, 422, 503))
     async def compare(client: RedisDep, names: Annotated[str, NAMES]) -> dict[str, Any]:
@@ -35,4 +36,4 @@ def register(api: FastAPI, settings: Settings) -> None:
         Reads the snapshots' metadata only: comparing loads no model and never evicts a served one.
         A registered model without a snapshot yet has ``version`` null and an empty curve.
         """
-        return await comparison(client, settings, parse_names(names))
+        return await comparison(client, settings, parse_names(names), cache)

@@ -471,8 +471,13 @@
   // canvas) when no line has two points yet.
   function plotCurves(canvas, lines, marks, emptyText) {
     const g = canvas.getContext("2d");
-    const W = canvas.width;
-    const H = canvas.height;
+    // Drawn at the size shown (the style sheet gives its aspect ratio), so labels stay 13 px at any width.
+    const W = canvas.clientWidth || canvas.width;
+    const H = canvas.clientHeight || canvas.height;
+    const dpr = window.devicePixelRatio || 1;
+    if (canvas.clientWidth && canvas.width !== Math.round(W * dpr)) canvas.width = Math.round(W * dpr);
+    if (canvas.clientHeight && canvas.height !== Math.round(H * dpr)) canvas.height = Math.round(H * dpr);
+    g.setTransform(canvas.clientWidth ? dpr : 1, 0, 0, canvas.clientWidth ? dpr : 1, 0, 0);
     const pad = { left: 48, right: 22, top: 12, bottom: 34 }; // right: room for the last tick's label
     g.clearRect(0, 0, W, H);
     g.font = "13px system-ui, sans-serif";
@@ -788,7 +793,7 @@
   const COMPARE_EVERY_MS = 3000;
   // Okabe & Ito's palette (told apart with the common colour-vision deficiencies), yellow replaced by ink.
   const SERIES_COLOURS = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#1d2330", "#8c6d31"];
-  const compare = { names: [], asked: "", inFlight: false, refreshedAt: -Infinity };
+  const compare = { names: [], asked: "", inFlight: false, refreshedAt: -Infinity, models: [] };
 
   function buildComparePicker(choices) {
     const holder = $("compare-choices");
@@ -847,6 +852,7 @@
   }
 
   function renderCompare(models) {
+    compare.models = models;
     const canvas = $("compare-curve");
     const series = models.map((model, i) => ({
       model,
@@ -981,6 +987,14 @@
   setInterval(listModels, LIST_EVERY_MS);
   renderCompare([]);
   setInterval(tickCompare, 500);
+  let resized = null; // the charts follow the page's width: redrawn once it settles
+  window.addEventListener("resize", () => {
+    clearTimeout(resized);
+    resized = setTimeout(() => {
+      if (state.model) renderModel(state.model);
+      if (!$("compare-section").hidden) renderCompare(compare.models);
+    }, 150);
+  });
   connectEvents();
   tick();
 })();
