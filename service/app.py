@@ -34,7 +34,7 @@ from .metrics import RequestMetricsMiddleware, ServiceMetrics
 from .model_holder import ModelHolder
 from .model_holders import ModelHolders
 from .predictions import PredictionStore
-from .routes import dashboard, events, feedback, health, model, models, oip, predict, transfer
+from .routes import compare, dashboard, events, feedback, health, model, models, oip, predict, transfer
 from .uploads import DecodeSlots
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
     feedback.register(app, settings)
     model.register(app, settings)
     models.register(app, settings)
+    compare.register(app, settings)
     oip.register(app, settings)
     transfer.register(app, settings)
     app.include_router(dashboard.router())

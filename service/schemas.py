@@ -194,6 +194,26 @@ class ModelInfo(BaseModel):
     )
 
 
+class ComparedModel(BaseModel):
+    name: str
+    rule: str
+    learning_rate: float
+    stream: str = Field(description="the stream the model learns from (several models may share one)")
+    version: int | None = Field(description="the latest snapshot, null before the first")
+    samples_learned: int
+    created_at: float | None = Field(description="unix seconds when the worker wrote the latest snapshot")
+    prequential_accuracy: float | None
+    rolling_accuracy: float | None
+    rolling_window: int
+    learning_curve: list[tuple[int, float | None, float | None]] = Field(
+        description="[samples learned, prequential accuracy, rolling accuracy] points, oldest first"
+    )
+
+
+class Comparison(BaseModel):
+    models: list[ComparedModel] = Field(description="in the order asked for")
+
+
 class VersionInfo(BaseModel):
     version: int
     samples_learned: int

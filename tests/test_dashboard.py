@@ -8,6 +8,7 @@ Screenshots of each state are saved in the test's tmp dir and in ``test-artifact
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,12 +17,16 @@ import pytest
 import redis
 
 from digitstream.connections import worker_client
-from digitstream.learner import DeltaRuleLearner, MLPLearner
+from digitstream.learner import DeltaRuleLearner, HyperParameters, MLPLearner
+from digitstream.protocol import Keys
+from digitstream.registry import ModelConfig, Registry
 from digitstream.settings import Settings
+from digitstream.store import read_snapshot
 from digitstream.worker.loop import Worker
-from tests.browser_support import browser, open_page, screenshot  # noqa: F401
+from digitstream.worker.pool import WorkerPool
+from tests.browser_support import ARTIFACTS, browser, open_page, screenshot  # noqa: F401
 from tests.service_support import LiveServer, live, make_app, train, trained, trained_mlp, write  # noqa: F401
-from tests.worker_support import publish
+from tests.worker_support import pool_running, publish, wait_for
 
 SEEDED = 2000  # MNIST samples the worker learns before the page is used
 
@@ -331,10 +336,6 @@ def test_a_model_selector_shows_each_registered_model(
     trained: DeltaRuleLearner, mnist_train: tuple[np.ndarray, np.ndarray], redis_client: redis.Redis,
     open_page: Callable[..., Any], screenshot: Callable[[Any, str], Any],
 ) -> None:  # fmt: skip
-    import time
-
-    from digitstream.learner import HyperParameters
-    from digitstream.registry import ModelConfig, Registry
     from tests.service_support import snapshot_writer
 
     write(trained)  # the default model: 3,000 samples
@@ -351,3 +352,113 @@ def test_a_model_selector_shows_each_registered_model(
     screenshot(page, "08-model-selector")
     page.select_option("#model-select", "")
     wait_for_stat(page, "samples", 3000)
+
+
+# Pixels of the canvas whose colour is within 12 of #rrggbb on each channel (the lines' own colour).
+PIXELS_OF_COLOUR = """(canvas, hex) => {
+  const want = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let n = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    if (want.every((v, c) => Math.abs(data[i + c] - v) <= 12) && data[i + 3] > 200) n++;
+  }
+  return n;
+}"""
+
+
+@pytest.mark.browser
+def test_compare_models_shows_the_learning_curves_and_accuracies_of_models_on_one_stream_together(
+    make_app: Callable[..., LiveServer], make_settings: Callable[..., Settings], redis_client: redis.Redis,
+    mnist_train: tuple[np.ndarray, np.ndarray], open_page: Callable[..., Any],
+    screenshot: Callable[[Any, str], Any],
+) -> None:  # fmt: skip
+    images, labels = mnist_train
+    images = images.reshape(len(labels), -1)
+    shared = "digits:samples"
+    challengers = {
+        "champion": HyperParameters.for_rule("softmax"),
+        "seedling": HyperParameters.for_rule("seed"),
+        "eager": HyperParameters.for_rule("softmax", learning_rate=0.2),
+    }
+    registry = Registry(redis_client)
+    for name, params in challengers.items():
+        assert registry.create(ModelConfig.new(name, params, stream=shared, created_at=time.time()))
+    publish(redis_client, shared, images[:2000], labels[:2000])
+
+    def all_learned(n: int) -> bool:
+        snapshots = [read_snapshot(redis_client, Keys.for_model(name, shared)) for name in challengers]
+        return all(s is not None and s.learner().n_samples == n for s in snapshots)
+
+    server = make_app()
+    pool = WorkerPool(make_settings(snapshot_interval=0.1, block_ms=50), redis_client, ("*",), interval=0.1)
+    with pool_running(pool):
+        wait_for(lambda: all_learned(2000), 60, what="three models learning one stream")
+        page = open_page(server.url, csp=True)  # the panel keeps the page's Content-Security-Policy
+        violations: list[str] = []
+        page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+        page.reload()
+        page.wait_for_selector("#compare-section:not([hidden])")
+        offered = page.eval_on_selector_all("#compare-choices input", "boxes => boxes.map(b => b.value)")
+        assert offered == ["digitstream", "champion", "eager", "seedling"], "the default model and the registered ones"
+        for name in challengers:
+            page.check(f"#compare-choices input[value='{name}']")
+        page.wait_for_selector("#compare-legend li:nth-child(3)")
+
+        # the stream goes on while the page is open: the comparison follows without a reload
+        publish(redis_client, shared, images[2000:3000], labels[2000:3000])
+        wait_for(lambda: all_learned(3000), 60, what="the three models learning 1,000 more")
+        wait_for(lambda: all(server.get(f"/models/{n}").json()["samples_learned"] == 3000 for n in challengers), 10)
+        reported = {name: server.get(f"/models/{name}").json() for name in challengers}
+        wanted = {name: info["metrics"]["prequential_accuracy"] for name, info in reported.items()}
+        wait_for(lambda: table_of(page, "prequential") == wanted, 15, what="the table showing the API's accuracies")
+
+    shown = page.eval_on_selector_all(
+        "#compare-table tbody tr",
+        "rows => rows.map(r => [r.dataset.model, ...[...r.cells].map(c => c.dataset.value ?? c.textContent)])",
+    )
+    names = ["champion", "eager", "seedling"]  # in the picker's order, each with its own colour
+    assert [row[0] for row in shown] == names
+    for name, rule, rate, stream, samples, prequential, rolling, version in [row[1:] for row in shown]:
+        info = reported[name]
+        assert (rule, float(rate), stream, int(samples)) == (
+            info["rule"],
+            info["params"]["learning_rate"],
+            shared,
+            3000,
+        )
+        assert float(prequential) == info["metrics"]["prequential_accuracy"]
+        assert float(rolling) == info["metrics"]["rolling_accuracy"]
+        assert int(version) == info["version"]
+    assert (
+        reported["champion"]["metrics"]["prequential_accuracy"]
+        > reported["seedling"]["metrics"]["prequential_accuracy"]
+    )
+
+    legend = page.eval_on_selector_all(
+        "#compare-legend li", "items => items.map(i => [i.dataset.model, i.dataset.colour, i.textContent])"
+    )
+    assert [item[0] for item in legend] == names
+    assert len({item[1] for item in legend}) == 3, "a colour per model"
+    for name, _, text in legend:
+        assert f"{reported[name]['metrics']['prequential_accuracy'] * 100:.2f} %" in text
+    canvas = page.locator("#compare-curve")
+    for name, colour, _ in legend:  # each model's curve is drawn, in its legend colour
+        assert canvas.evaluate(PIXELS_OF_COLOUR, colour) > 200, f"no curve of {name} ({colour}) on the canvas"
+    label = canvas.get_attribute("aria-label")
+    assert label.startswith("Prequential learning curves of 3 models over 3,000 samples") and "seedling" in label
+    assert not violations, violations
+    screenshot(page, "09-compare-models")
+
+    page.set_viewport_size({"width": 390, "height": 844})  # at phone width: no sideways scrolling, labelled boxes
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert all(box.evaluate("b => b.labels.length === 1") for box in page.locator("#compare-choices input").all())
+    page.locator("#compare-section").screenshot(path=str(ARTIFACTS / "10-compare-phone-width.png"))
+
+
+def table_of(page: Any, field: str) -> dict[str, float]:
+    """The compare table's raw values of one column (``data-value`` of its ``data-field`` cells), by model."""
+    rows = page.eval_on_selector_all(
+        "#compare-table tbody tr", f"rows => rows.map(r => [r.dataset.model, r.querySelector('[data-field={field}]')"
+        ".dataset.value])"
+    )  # fmt: skip
+    return {name: float(value) for name, value in rows if value is not None}

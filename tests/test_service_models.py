@@ -15,8 +15,10 @@ import redis
 
 from digitstream.clients.prediction import ApiError, PredictionClient
 from digitstream.learner import DeltaRuleLearner, HyperParameters
+from digitstream.protocol import Keys
 from digitstream.registry import ModelConfig, Registry
 from digitstream.settings import Settings
+from digitstream.snapshot import META_FIELD
 from tests.cli_support import assert_one_line_error, run_cli
 from tests.service_support import LiveServer, make_app, snapshot_writer, train, trained, write  # noqa: F401
 from tests.worker_support import wait_for
@@ -140,3 +142,59 @@ def test_the_python_client_and_the_command_line_follow_a_named_model(
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["samples_learned"] == 200
     assert_one_line_error(run_cli("status", "--model", "nobody", "--url", server.url), 1, "nobody")
+
+
+def test_compare_answers_several_models_accuracies_and_curves_in_one_call_without_loading_them(
+    make_app: Callable[..., LiveServer],
+    make_settings: Callable[..., Settings],
+    redis_client: redis.Redis,
+    small: DeltaRuleLearner,
+    mnist_train: tuple[np.ndarray, np.ndarray],
+) -> None:
+    curve = [[100, 0.7, 0.7], [200, 0.75, 0.8]]
+    metrics = {"prequential_accuracy": 0.75, "rolling_accuracy": 0.8, "rolling_window": 100, "learning_curve": curve}
+    eager = ModelConfig.new(
+        "eager", HyperParameters.for_rule("softmax", learning_rate=0.2), stream="digits:samples", created_at=time.time()
+    )
+    assert Registry(redis_client).create(eager)
+    images, labels = mnist_train
+    learner = DeltaRuleLearner(eager.params)
+    learner.learn_many(images[:200].reshape(200, -1), labels[:200])
+    snapshot_writer(redis_client, eager.settings(make_settings()))(learner, metrics=metrics)
+    register(redis_client, "empty")  # registered, no snapshot yet
+    register(redis_client, "garbled")  # a snapshot whose metadata breaks the contract
+    garbled = Keys.for_model("garbled")
+    redis_client.set(garbled.snapshot_latest, 1)
+    redis_client.hset(garbled.snapshot(1), META_FIELD, b"{not json")
+    server = make_app()
+
+    answer = server.get("/compare", params={"names": "eager,digitstream,small,empty,garbled"})
+    assert answer.status_code == 200, answer.text
+    rows = answer.json()["models"]
+    assert [row["name"] for row in rows] == ["eager", "digitstream", "small", "empty", "garbled"], "in the order asked"
+    first = rows[0]
+    assert (first["rule"], first["learning_rate"], first["stream"]) == ("softmax", 0.2, "digits:samples")
+    assert (first["version"], first["samples_learned"], first["learning_curve"]) == (1, 200, curve)
+    assert (first["prequential_accuracy"], first["rolling_accuracy"], first["rolling_window"]) == (0.75, 0.8, 100)
+    assert rows[1]["samples_learned"] == 3000, "the default model needs no registration"
+    assert rows[3] == {**rows[3], "version": None, "samples_learned": 0, "learning_curve": [],
+                       "prequential_accuracy": None}  # fmt: skip
+    assert (rows[4]["version"], rows[4]["prequential_accuracy"], rows[4]["learning_curve"]) == (1, None, [])
+    assert not any(m["loaded"] for m in server.get("/models").json()["models"]), "no model was loaded to compare"
+    for row in rows[:3]:  # the numbers GET /models/{name} reports
+        info = server.get(f"/models/{row['name']}").json()
+        assert row["version"] == info["version"] and row["samples_learned"] == info["samples_learned"]
+        assert row["prequential_accuracy"] == info["metrics"]["prequential_accuracy"]
+        assert row["learning_curve"] == info["metrics"]["learning_curve"]
+
+    # bad input is a 4xx that says what is wrong
+    for names, status, said in [
+        ("", 422, "one or more"),
+        (",".join(f"m{i}" for i in range(9)), 422, "at most 8"),
+        ("small,small", 422, "more than once"),
+        ("small,bad{name}", 422, "not a model name"),
+        ("small,nobody", 404, "nobody"),
+    ]:
+        refused = server.get("/compare", params={"names": names})
+        assert refused.status_code == status and said in refused.json()["detail"], (names, refused.text)
+    assert server.get("/compare").status_code == 422

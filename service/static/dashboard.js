@@ -6,7 +6,8 @@
 // health events) and reads GET /model when one arrives, plus every 5 s for the ages; if the event stream
 // cannot be opened (an old proxy, too many streams: 503) it falls back to reading /model every second.
 // /model/weights and /model/versions only when the version changed, /model/features (mlp rule: its hidden
-// units) when it changed and at most every 5 s.
+// units) when it changed and at most every 5 s. Compare models: the chosen models' learning curves on one
+// canvas, from GET /compare every 3 s (one request for them all).
 "use strict";
 
 (() => {
@@ -17,6 +18,7 @@
   const PREDICT_EVERY_MS = 150; // while drawing: at most one request in flight, at most ~7 a second
   const VERSIONS_EVERY_MS = 5000;
   const FEATURES_EVERY_MS = 5000;
+  const LIST_EVERY_MS = 15000; // the registry, for the model selector and the compare panel
   const FEATURE_COUNT = 42; // 6 or 7 full rows at the usual widths
   const KEY_STORAGE = "digitstream-api-key";
   const POSITIVE = [16, 64, 160]; // as GET /model/weights.png: blue = ink votes for the digit
@@ -452,34 +454,52 @@
     renderConfusion(metrics.confusion_matrix);
   }
 
-  // ---- learning curve ------------------------------------------------------------------------------
-  function drawCurve(metrics, learned) {
-    const canvas = $("curve");
+  // ---- learning curves -----------------------------------------------------------------------------
+  // The points of a snapshot's learning curve ([samples, prequential, rolling]), ending at ``latestN`` with
+  // the snapshot's own accuracies when the curve's last point is older.
+  function curvePoints(curve, latestN, prequential, rolling) {
+    const points = (Array.isArray(curve) ? curve : []).filter((p) => Array.isArray(p) && Number.isFinite(p[0]));
+    if (latestN && (!points.length || points[points.length - 1][0] < latestN) && prequential != null) {
+      points.push([latestN, prequential, rolling]);
+    }
+    return points;
+  }
+
+  // Accuracy over samples learned, on ``canvas``: ``lines`` [{points: [[samples, accuracy], ...], colour}],
+  // ``marks`` [{at: samples, colour}] as dashed vertical lines. One scale for all lines: round grid lines,
+  // the accuracy axis ending at 100 %. Returns the last sample count drawn, or 0 (and ``emptyText`` on the
+  // canvas) when no line has two points yet.
+  function plotCurves(canvas, lines, marks, emptyText) {
     const g = canvas.getContext("2d");
-    const W = canvas.width;
-    const H = canvas.height;
-    const pad = { left: 48, right: 12, top: 12, bottom: 34 };
+    // Drawn at the size shown (the style sheet gives its aspect ratio), so labels stay 13 px at any width.
+    const W = canvas.clientWidth || canvas.width;
+    const H = canvas.clientHeight || canvas.height;
+    const dpr = window.devicePixelRatio || 1;
+    if (canvas.clientWidth && canvas.width !== Math.round(W * dpr)) canvas.width = Math.round(W * dpr);
+    if (canvas.clientHeight && canvas.height !== Math.round(H * dpr)) canvas.height = Math.round(H * dpr);
+    g.setTransform(canvas.clientWidth ? dpr : 1, 0, 0, canvas.clientWidth ? dpr : 1, 0, 0);
+    const pad = { left: 48, right: 22, top: 12, bottom: 34 }; // right: room for the last tick's label
     g.clearRect(0, 0, W, H);
     g.font = "13px system-ui, sans-serif";
-    const points = (Array.isArray(metrics.learning_curve) ? metrics.learning_curve : [])
-      .filter((p) => Array.isArray(p) && Number.isFinite(p[0]));
-    const latestN = Number.isFinite(metrics.samples) ? metrics.samples : learned;
-    if (latestN && (!points.length || points[points.length - 1][0] < latestN) &&
-        metrics.prequential_accuracy != null) {
-      points.push([latestN, metrics.prequential_accuracy, metrics.rolling_accuracy]);
-    }
-    const drift = Array.isArray(metrics.drift_events) ? metrics.drift_events : [];
-    if (points.length < 2) {
+    const drawn = lines.map((line) => ({
+      colour: line.colour,
+      points: line.points.filter((p) => Number.isFinite(p[0]) && Number.isFinite(p[1])),
+    }));
+    if (!drawn.some((line) => line.points.length >= 2)) {
       g.fillStyle = "#5b6474";
-      g.fillText("The curve appears after the first snapshots with learned samples.", pad.left, H / 2);
-      $("curve-note").textContent = "";
-      return;
+      g.textAlign = "left";
+      g.fillText(emptyText, pad.left, H / 2);
+      return 0;
     }
-    const maxX = points[points.length - 1][0] || 1;
+    let maxX = 0;
     let minY = 1;
-    for (const p of points) {
-      for (const v of [p[1], p[2]]) if (Number.isFinite(v)) minY = Math.min(minY, v);
+    for (const line of drawn) {
+      for (const [n, v] of line.points) {
+        maxX = Math.max(maxX, n);
+        minY = Math.min(minY, v);
+      }
     }
+    maxX = maxX || 1;
     // Round grid lines: the smallest step giving at most 6 of them, the axis starting on one.
     const step = [0.01, 0.02, 0.05, 0.1, 0.2].find((s) => (1 - minY) / s <= 5) || 0.25;
     minY = Math.max(0, Math.floor(minY / step - 1e-9) * step);
@@ -504,32 +524,41 @@
     for (let n = 0; n <= maxX; n += xStep) g.fillText(fmtCompact(n), x(n), H - pad.bottom + 16);
     g.fillText("samples learned", (pad.left + W - pad.right) / 2, H - 4);
 
-    // drift events
-    for (const event of drift) {
-      if (!Number.isFinite(event.samples) || event.samples > maxX) continue;
-      g.strokeStyle = event.direction === "better" ? "#2e7d32" : "#c62828";
+    for (const mark of marks) {
+      if (!Number.isFinite(mark.at) || mark.at > maxX) continue;
+      g.strokeStyle = mark.colour;
       g.lineWidth = 2;
       g.setLineDash([5, 3]);
       g.beginPath();
-      g.moveTo(x(event.samples), pad.top);
-      g.lineTo(x(event.samples), H - pad.bottom);
+      g.moveTo(x(mark.at), pad.top);
+      g.lineTo(x(mark.at), H - pad.bottom);
       g.stroke();
       g.setLineDash([]);
     }
 
-    // the two accuracies
-    for (const [column, colour] of [[1, "#1f5fbf"], [2, "#e07b00"]]) {
-      g.strokeStyle = colour;
+    for (const line of drawn) {
+      g.strokeStyle = line.colour;
       g.lineWidth = 2;
       g.beginPath();
-      let started = false;
-      for (const p of points) {
-        if (!Number.isFinite(p[column])) continue;
-        if (started) g.lineTo(x(p[0]), y(p[column]));
-        else g.moveTo(x(p[0]), y(p[column]));
-        started = true;
-      }
+      line.points.forEach(([n, v], i) => (i ? g.lineTo(x(n), y(v)) : g.moveTo(x(n), y(v))));
       g.stroke();
+    }
+    return maxX;
+  }
+
+  function drawCurve(metrics, learned) {
+    const latestN = Number.isFinite(metrics.samples) ? metrics.samples : learned;
+    const points = curvePoints(metrics.learning_curve, latestN, metrics.prequential_accuracy, metrics.rolling_accuracy);
+    const drift = Array.isArray(metrics.drift_events) ? metrics.drift_events : [];
+    const canvas = $("curve");
+    const maxX = plotCurves(canvas, [
+      { points: points.map((p) => [p[0], p[1]]), colour: "#1f5fbf" },
+      { points: points.map((p) => [p[0], p[2]]), colour: "#e07b00" },
+    ], drift.map((event) => ({ at: event.samples, colour: event.direction === "better" ? "#2e7d32" : "#c62828" })),
+    "The curve appears after the first snapshots with learned samples.");
+    if (!maxX) {
+      $("curve-note").textContent = "";
+      return;
     }
     $("curve-note").textContent = "· " + points.length + " points, " + drift.length + " drift event" +
       (drift.length === 1 ? "" : "s");
@@ -756,6 +785,136 @@
     });
   }
 
+  // ---- compare models ------------------------------------------------------------------------------
+  // Several models' prequential learning curves on one canvas, read from GET /compare (one request for
+  // all of them, every COMPARE_EVERY_MS while some are chosen): one event stream per compared model
+  // would take one of the browser's six connections to this host each, and the service's SSE slots.
+  const COMPARE_MAX = 8; // as the service's GET /compare
+  const COMPARE_EVERY_MS = 3000;
+  // Okabe & Ito's palette (told apart with the common colour-vision deficiencies), yellow replaced by ink.
+  const SERIES_COLOURS = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#1d2330", "#8c6d31"];
+  const compare = { names: [], asked: "", inFlight: false, refreshedAt: -Infinity, models: [] };
+
+  function buildComparePicker(choices) {
+    const holder = $("compare-choices");
+    const chosen = new Set(compare.names);
+    holder.replaceChildren(...choices.map(({ name, note }) => {
+      const label = document.createElement("label");
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.value = name;
+      box.checked = chosen.has(name);
+      box.addEventListener("change", onCompareChoice);
+      const detail = document.createElement("span");
+      detail.className = "muted";
+      detail.textContent = note;
+      label.append(box, name + " ", detail);
+      return label;
+    }));
+    compare.names = compare.names.filter((name) => choices.some((c) => c.name === name));
+    limitChoices();
+    $("compare-section").hidden = choices.length < 2;
+  }
+
+  function onCompareChoice() {
+    compare.names = [...$("compare-choices").querySelectorAll("input:checked")].map((box) => box.value);
+    limitChoices();
+    refreshCompare();
+  }
+
+  function limitChoices() {
+    const full = compare.names.length >= COMPARE_MAX;
+    for (const box of $("compare-choices").querySelectorAll("input")) box.disabled = full && !box.checked;
+  }
+
+  async function refreshCompare() {
+    compare.refreshedAt = performance.now();
+    const asked = compare.names.map(encodeURIComponent).join(",");
+    compare.asked = asked;
+    if (!asked) {
+      renderCompare([]);
+      return;
+    }
+    compare.inFlight = true;
+    try {
+      const data = await api("/compare?names=" + asked);
+      if (asked === compare.asked) renderCompare(data.models); // else the choice changed meanwhile
+    } catch (err) {
+      if (asked === compare.asked) $("compare-status").textContent = "Comparison unavailable: " + describeError(err);
+    } finally {
+      compare.inFlight = false;
+    }
+  }
+
+  function tickCompare() {
+    const due = performance.now() - compare.refreshedAt >= COMPARE_EVERY_MS;
+    if (due && compare.names.length && !compare.inFlight && !document.hidden) refreshCompare();
+  }
+
+  function renderCompare(models) {
+    compare.models = models;
+    const canvas = $("compare-curve");
+    const series = models.map((model, i) => ({
+      model,
+      colour: SERIES_COLOURS[i % SERIES_COLOURS.length],
+      points: curvePoints(model.learning_curve, model.samples_learned, model.prequential_accuracy,
+        model.rolling_accuracy).map((p) => [p[0], p[1]]),
+    }));
+    const maxX = plotCurves(canvas, series, [], models.length ?
+      "The curves appear once the chosen models have learned from their streams." : "Pick two or more models above.");
+    canvas.dataset.models = String(models.length);
+    canvas.setAttribute("aria-label", models.length ?
+      "Prequential learning curves of " + models.length + " models over " + fmtInt(maxX) + " samples: " +
+      models.map((m) => m.name + " " + fmtPct(m.prequential_accuracy)).join(", ") :
+      "Learning curves of the compared models: no model chosen yet");
+
+    $("compare-legend").replaceChildren(...series.map(({ model, colour }) => {
+      const item = document.createElement("li");
+      item.dataset.model = model.name;
+      item.dataset.colour = colour;
+      item.append(swatch(colour), model.name + ": " + fmtPct(model.prequential_accuracy));
+      return item;
+    }));
+
+    const body = $("compare-table").tBodies[0];
+    body.textContent = "";
+    for (const { model, colour } of series) {
+      const row = body.insertRow();
+      row.dataset.model = model.name;
+      const name = row.insertCell();
+      name.append(swatch(colour), model.name);
+      row.insertCell().textContent = model.rule;
+      numberCell(row, String(model.learning_rate), model.learning_rate);
+      row.insertCell().textContent = model.stream;
+      numberCell(row, fmtInt(model.samples_learned), model.samples_learned).dataset.field = "samples";
+      numberCell(row, fmtPct(model.prequential_accuracy), model.prequential_accuracy).dataset.field = "prequential";
+      const span = model.rolling_window ? " (last " + fmtInt(model.rolling_window) + ")" : "";
+      numberCell(row, fmtPct(model.rolling_accuracy) + (model.rolling_accuracy == null ? "" : span),
+        model.rolling_accuracy).dataset.field = "rolling";
+      numberCell(row, model.version === null ? "none yet" : String(model.version), model.version).dataset.field =
+        "version";
+    }
+    $("compare-status").textContent = models.length ? "Latest snapshots at " + new Date().toLocaleTimeString() +
+      "; refreshed every " + COMPARE_EVERY_MS / 1000 + " s." + (models.length < 2 ? " Pick another model." : "") :
+      "Pick two or more models above.";
+  }
+
+  function swatch(colour) {
+    const mark = document.createElement("span");
+    mark.className = "swatch";
+    mark.style.backgroundColor = colour;
+    mark.setAttribute("aria-hidden", "true");
+    return mark;
+  }
+
+  function numberCell(row, text, value) {
+    const cell = row.insertCell();
+    cell.className = "num";
+    cell.textContent = text;
+    if (value !== null && value !== undefined) cell.dataset.value = String(value);
+    return cell;
+  }
+
   // ---- formatting ------------------------------------------------------------------------------------
   function fmtInt(n) {
     return Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "–";
@@ -787,6 +946,8 @@
   document.body.dataset.state = "loading";
   setLiveMode("polling");
   // ---- model selector ----------------------------------------------------------------------------
+  const listing = { key: null };
+
   async function listModels() {
     let listed;
     try {
@@ -794,12 +955,21 @@
     } catch (err) {
       return; // an older service, or Redis away: the default model only
     }
+    const others = listed.models.filter((m) => m.name !== listed.default);
+    const key = JSON.stringify([listed.default, others.map((m) => [m.name, m.rule, m.params.learning_rate])]);
+    if (!others.length || key === listing.key) return; // rebuilt only when the registry changed
+    listing.key = key;
     const select = $("model-select");
-    const names = listed.models.map((m) => m.name).filter((n) => n !== listed.default);
-    if (!names.length) return;
+    const names = others.map((m) => m.name);
     select.replaceChildren(new Option(listed.default + " (default)", ""), ...names.map((n) => new Option(n, n)));
     select.value = shown.name;
     $("model-choice").hidden = false;
+    const registeredDefault = listed.models.find((m) => m.name === listed.default);
+    const describe = (m) => m ? m.rule + ", rate " + m.params.learning_rate : "";
+    buildComparePicker([
+      { name: listed.default, note: registeredDefault ? describe(registeredDefault) + ", default" : "default" },
+      ...others.map((m) => ({ name: m.name, note: describe(m) })),
+    ]);
   }
 
   $("model-select").addEventListener("change", (event) => {
@@ -814,6 +984,17 @@
   });
 
   listModels();
+  setInterval(listModels, LIST_EVERY_MS);
+  renderCompare([]);
+  setInterval(tickCompare, 500);
+  let resized = null; // the charts follow the page's width: redrawn once it settles
+  window.addEventListener("resize", () => {
+    clearTimeout(resized);
+    resized = setTimeout(() => {
+      if (state.model) renderModel(state.model);
+      if (!$("compare-section").hidden) renderCompare(compare.models);
+    }, 150);
+  });
   connectEvents();
   tick();
 })();
