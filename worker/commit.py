@@ -111,11 +111,16 @@ class Commits:
     def due(self, position: Position, faults_seen: int) -> bool:
         """Every ``snapshot_every`` samples, on a burst of dead letters, or ``snapshot_interval`` after news."""
         s = self.settings
-        if position.samples_passed - self._passed >= s.snapshot_every:
-            return True
-        if len(self.deadletters) >= MAX_PENDING_DEADLETTERS or self._deadletter_bytes >= MAX_PENDING_DEADLETTER_BYTES:
+        if self.due_by_count(position.samples_passed) or self._deadletter_bytes >= MAX_PENDING_DEADLETTER_BYTES:
             return True
         return self.has_news(position, faults_seen) and time.monotonic() - self._time >= s.snapshot_interval
+
+    def due_by_count(self, samples_passed: int, more_deadletters: int = 0) -> bool:
+        """Whether ``samples_passed`` samples passed, or ``more_deadletters`` beside those buffered, make a
+        snapshot due (every ``snapshot_every`` samples, every ``MAX_PENDING_DEADLETTERS`` dead letters)."""
+        if len(self.deadletters) + more_deadletters >= MAX_PENDING_DEADLETTERS:
+            return True
+        return samples_passed - self._passed >= self.settings.snapshot_every
 
     def due_in_ms(self, position: Position, faults_seen: int) -> int | None:
         """Milliseconds until ``snapshot_interval`` makes a snapshot due (None without news to commit)."""

@@ -105,6 +105,7 @@ class Learned:
     keep: np.ndarray  # (n,) bool: the samples learned
     predictions: np.ndarray  # of the learned samples, in order: each predicted before its update
     offenders: list[tuple[int, str]]  # (position in the batch, reason) of the samples not learned
+    n_samples: int  # the learner's sample count right after the batch
 
 
 def learn_guarded(learner: Learner, images: np.ndarray, labels: np.ndarray) -> Learned:
@@ -133,7 +134,7 @@ def learn_guarded(learner: Learner, images: np.ndarray, labels: np.ndarray) -> L
     learner = learn(learner, 0, n) if n else learner
     keep = np.ones(n, dtype=bool)
     keep[[i for i, _ in offenders]] = False
-    return Learned(learner, keep, predictions[keep], offenders)
+    return Learned(learner, keep, predictions[keep], offenders, learner.n_samples)
 
 
 __all__ = ["DIVERGED", "Learned", "as_fields", "concat", "decode_isolating", "learn_guarded"]

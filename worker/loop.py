@@ -15,8 +15,11 @@ The rooms around it (see also docs/worker.md):
 
 **Throughput.** Reading and decoding (redis-py + hiredis, the main thread, holding the GIL)
 overlap with learning (a learner thread running the numba kernel, which releases the GIL): the
-next batch is read while the previous one is learned. Metrics, the divergence check and snapshots
-happen between batches, when the learner is idle, so every snapshot is consistent.
+next batch is read while the previous one is learned, and handed to the learner thread before
+that one is finished (queued behind it, on the learner it leaves), so the learner goes from batch
+to batch without waiting for the main thread's bookkeeping: finishing a batch (dead letters,
+position, metrics) happens while the next one is learned. Batches are finished in stream order.
+A snapshot waits until no batch is in flight, so every snapshot is consistent.
 
 **Divergence guard, and faults narrowed to entries** (``worker.isolate``). The learner state is
 copied at the start of each batch; if the batch leaves non-finite weights, or learning raises,
@@ -74,9 +77,14 @@ class _InFlight:
 
     batch: DecodedBatch
     entries: list[list[Any]]
-    future: Future[Learned]
+    future: Future[Learned] | None  # None: nothing to learn (every sample a duplicate), only to consume
     duplicates: int = 0
     entry_ids: list[bytes] = field(default_factory=list)  # the entries the batch finishes (a piece: not all)
+
+    @property
+    def samples(self) -> int:
+        """The samples finishing it passes: learned or left out, rejected, or duplicates."""
+        return len(self.batch.ids) + len(self.batch.rejects) + self.duplicates
 
 
 class Worker:
@@ -102,6 +110,7 @@ class Worker:
     def _reset_state(self, learner: Learner | None = None) -> None:
         """A fresh learner (or none yet), at the stream's start: what a new model (or a standby) has."""
         self.learner = learner
+        self._samples_learned = learner.n_samples if learner is not None else 0
         self.position = Position()
         self.metrics = OnlineMetrics(self.settings.rolling_window)
         self._unscored: list[tuple[np.ndarray, np.ndarray]] = []  # finished batches' (predictions, labels)
@@ -111,7 +120,8 @@ class Worker:
 
     @property
     def samples_learned(self) -> int:
-        return self.learner.n_samples if self.learner is not None else 0
+        """Samples learned by the batches finished so far (a batch in flight changes the learner, not this)."""
+        return self._samples_learned
 
     @property
     def version(self) -> int | None:
@@ -158,24 +168,30 @@ class Worker:
         self.state = "stopped"
 
     def _learn(self, executor: ThreadPoolExecutor, burst: bool) -> None:
-        in_flight: _InFlight | None = None
+        in_flight: deque[_InFlight] = deque()  # handed to the learner thread, not finished yet (at most 2)
         pending: deque[_Piece] = deque()  # pieces of the last read not yet handed to the learner
         cut = False  # whether the last read was cut in pieces
         try:
             while not self._stopping:
                 self._heartbeat()
-                if not pending:  # read and decoded while the previous batch is still being learned
+                if not pending:  # read and decoded while the batches before are still being learned
                     pending.extend(self._decoded(self._read(block=not burst)))
                     cut = len(pending) > 1
                 batch, entry_ids, entries = pending.popleft() if pending else (None, [], [])
-                if cut and not pending and in_flight is not None and not self._stopping:
+                if cut and not pending and in_flight and not self._stopping:
                     # The last piece of a read cut in pieces: read the next one while the piece before is learned.
                     pending.extend(self._decoded(self._read(block=False)))
                     cut = len(pending) > 1
-                if in_flight is not None:
-                    self._finish(in_flight)
-                    in_flight = None
+                # Finish the oldest batch; the one queued behind it is learned meanwhile. With nothing
+                # to queue next, stopping, or a snapshot due by count once they are finished (so that it
+                # falls every snapshot_every samples and MAX_PENDING_DEADLETTERS, as before), finish them all.
+                while len(in_flight) > 1 or (
+                    in_flight and (batch is None or self._stopping or self._due_after(in_flight))
+                ):
+                    self._finish(in_flight.popleft())
                 if self.commits.due(self.position, self.health.faults_seen):
+                    while in_flight:  # a snapshot holds the learner at rest
+                        self._finish(in_flight.popleft())
                     self._snapshot()
                 if batch is None:
                     if burst:
@@ -183,16 +199,22 @@ class Worker:
                     continue
                 if self._stopping:
                     break  # the read-ahead is not committed: the next run reads it again
-                in_flight = self._start(executor, batch, entry_ids, entries)
-                self._score()  # the batch before, while this one is learned
-            if in_flight is not None:
-                self._finish(in_flight)
-                in_flight = None
+                in_flight.append(self._start(executor, batch, entry_ids, entries, in_flight))
+                self._score()  # the batches finished before, while this one is learned
+            while in_flight:
+                self._finish(in_flight.popleft())
             if self.commits.has_news(self.position, self.health.faults_seen):
                 self._snapshot(final=True)
         finally:
-            if in_flight is not None:  # an exception left a batch in the learner thread: let it end first
-                in_flight.future.exception()
+            for job in in_flight:  # an exception left batches in the learner thread: let them end first
+                if job.future is not None:
+                    job.future.exception()
+
+    def _due_after(self, in_flight: deque[_InFlight]) -> bool:
+        """Whether finishing the batches in flight makes a snapshot due by count (of samples, or of the
+        dead letters of their rejects), so that none is queued behind them before it."""
+        samples = self.position.samples_passed + sum(job.samples for job in in_flight)
+        return self.commits.due_by_count(samples, sum(len(job.batch.rejects) for job in in_flight))
 
     def _read(self, block: bool) -> list[list[Any]]:
         try:
@@ -216,31 +238,45 @@ class Worker:
         return [(piece, finished, entries) for piece, finished in cut]
 
     def _start(
-        self, executor: ThreadPoolExecutor, batch: DecodedBatch, entry_ids: list[bytes], entries: list[list[Any]]
-    ) -> _InFlight | None:
-        """Hand a decoded piece of a read to the learner thread (None if it has nothing to learn)."""
-        assert self.learner is not None
+        self,
+        executor: ThreadPoolExecutor,
+        batch: DecodedBatch,
+        entry_ids: list[bytes],
+        entries: list[list[Any]],
+        in_flight: deque[_InFlight],
+    ) -> _InFlight:
+        """Hand a decoded piece of a read to the learner thread, queued behind the batches in flight
+        (it learns on the learner the last of them leaves); to be finished after them."""
         batch, duplicates = self.producers.filter(batch)  # here, not at the read: a stopping worker's read-ahead
-        if not batch.ids:  # must leave the marks as the snapshot's position does
-            self._consume(batch, entry_ids, duplicates=duplicates)
-            return None
-        future = executor.submit(self._learn_batch, self.learner, batch)
+        if not batch.ids:  # nothing to learn: consumed in its turn, which leaves the marks as the position does
+            return _InFlight(batch, entries, None, duplicates, entry_ids)
+        after = next((job.future for job in reversed(in_flight) if job.future is not None), None)
+        learner = self.learner if after is None else None
+        future = executor.submit(self._learn_batch, learner, after, batch)
         return _InFlight(batch, entries, future, duplicates, entry_ids)
 
-    def _learn_batch(self, learner: Learner, batch: DecodedBatch) -> Learned:
-        """In the learner thread: learn and score a batch, leaving out the samples that raise or diverge.
+    def _learn_batch(self, learner: Learner | None, after: Future[Learned] | None, batch: DecodedBatch) -> Learned:
+        """In the learner thread: learn a batch (on ``learner``, or on the one the batch ``after`` left),
+        leaving out the samples that raise or diverge.
 
         Only this thread touches the learner while a batch is in flight; the main thread reads the
-        next batch meanwhile, and scores the batch before (``_score``), and waits for this one
-        before anything else. The learner thread does nothing but learn: the scoring (river's ADWIN
-        among it, about an eighth of the learning time) is off its path.
+        next batch meanwhile, finishes and scores the batches before (``_finish``, ``_score``), and
+        takes the learner back (``self.learner``) only with no batch in flight. The learner thread
+        does nothing but learn: the scoring (river's ADWIN among it, about an eighth of the learning
+        time) is off its path.
         """
-        return learn_guarded(learner, batch.images, batch.labels)  # one state copy per batch: the undo
+        start = after.result().learner if after is not None else learner
+        assert start is not None
+        return learn_guarded(start, batch.images, batch.labels)  # one state copy per batch: the undo
 
     def _finish(self, job: _InFlight) -> None:
         """Wait for a batch's learning, dead-letter the samples it left out, move the position past it."""
+        if job.future is None:
+            self._consume(job.batch, job.entry_ids, duplicates=job.duplicates)
+            return
         learned = job.future.result()
         self.learner = learned.learner
+        self._samples_learned = learned.n_samples
         self._unscored.append((learned.predictions, job.batch.labels[learned.keep]))
         if learned.offenders:
             self._left_out(job, learned)
@@ -354,6 +390,7 @@ class Worker:
             )  # fmt: skip
         s, retry = self.settings, self.retry
         self.learner = learner
+        self._samples_learned = learner.n_samples
         self.position = Position.of_snapshot(meta)
         self.metrics = OnlineMetrics.restore(meta.metrics, snapshot.arrays.get(ROLLING_ARRAY), s.rolling_window)
         self.health = Health(s, self.client, retry, meta.faults, learner.n_samples, meta.fault_counts)
