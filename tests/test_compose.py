@@ -1,4 +1,7 @@
-"""The docker-compose deployment, built and run for real on this machine's Docker engine (no registry needed).
+"""The docker-compose deployments, built and run for real on this machine's Docker engine (no registry needed).
+
+Two compose files: docker-compose.yml (one Redis) and docker-compose.cluster.yml (the same roles on a
+6-node Redis Cluster, whose test SIGKILLs the master of the model's slot midway).
 
 The harness (tests/docker/) builds a Debian base image with debootstrap (and a runtime base from it), the
 role images (Dockerfile targets api and worker) on them from a wheelhouse of the lock files made on the
@@ -29,10 +32,16 @@ import yaml
 from digitstream.clients.publisher import BULK_PACK, Publisher, PublishProgress
 from digitstream.learner import DeltaRuleLearner, HyperParameters
 from digitstream.protocol import MAX_ENTRY_BYTES, Keys
-from digitstream.redis_config import redis_conf
+from digitstream.redis_config import ClusterNode, acl_file, redis_conf, replication_password
 from digitstream.settings import Settings
 from tests.docker import images
-from tests.docker.compose import COMPOSE_FILE, ComposeProject, compose_command, free_port_range
+from tests.docker.compose import (
+    CLUSTER_COMPOSE_FILE,
+    COMPOSE_FILE,
+    ComposeProject,
+    compose_command,
+    free_port_range,
+)
 from tests.docker.images import REPO, HarnessUnavailable, run
 from tests.docker.timing import Timings
 
@@ -110,47 +119,72 @@ def built_images(docker_engine: None, timings: Timings) -> BuiltImages:
     return built
 
 
-def config_of(compose_tool: list[str], env_file: Path) -> subprocess.CompletedProcess[str]:
-    argv = [*compose_tool, "-f", COMPOSE_FILE, "--env-file", env_file, "-p", "cfg", "config"]
+def config_of(
+    compose_tool: list[str], env_file: Path, compose_file: Path = COMPOSE_FILE
+) -> subprocess.CompletedProcess[str]:
+    argv = [*compose_tool, "-f", compose_file, "--env-file", env_file, "-p", "cfg", "config"]
     return run(argv, timeout=120, check=False)
 
 
-# -- the compose file as written ----------------------------------------------------------------------
+# -- the compose files as written ---------------------------------------------------------------------
+
+COMPOSE_FILES = pytest.mark.parametrize("compose_file", [COMPOSE_FILE, CLUSTER_COMPOSE_FILE], ids=lambda f: f.name)
+CLUSTER_NODES = tuple(f"redis-{i}" for i in range(1, 7))
 
 
-def compose_variables() -> set[str]:
-    return set(re.findall(r"\$\{([A-Z0-9_]+)", COMPOSE_FILE.read_text()))
+def compose_variables(compose_file: Path) -> set[str]:
+    return set(re.findall(r"\$\{([A-Z0-9_]+)", compose_file.read_text()))
 
 
-def test_example_env_file_documents_every_variable_the_compose_file_reads() -> None:
+@COMPOSE_FILES
+def test_example_env_file_documents_every_variable_the_compose_file_reads(compose_file: Path) -> None:
     documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", ENV_EXAMPLE.read_text(), re.MULTILINE))
-    passed_through = set(re.findall(r"^\s+(DIGITSTREAM_[A-Z_]+):\s*$", COMPOSE_FILE.read_text(), re.MULTILINE))
-    assert compose_variables() | passed_through <= documented, "add them to .env.example"
+    passed_through = set(re.findall(r"^\s+(DIGITSTREAM_[A-Z_]+):\s*$", compose_file.read_text(), re.MULTILINE))
+    assert compose_variables(compose_file) | passed_through <= documented, "add them to .env.example"
+
+
+def test_the_cluster_file_shares_docker_compose_yml_s_hardening_settings_and_images() -> None:
+    """The blocks the cluster file copies (a compose file cannot share them with another) stay equal."""
+    single, cluster = (yaml.safe_load(f.read_text()) for f in (COMPOSE_FILE, CLUSTER_COMPOSE_FILE))
+    for block in ("x-logging", "x-hardened", "x-settings", "x-api-image"):
+        assert cluster[block] == single[block], block
+    assert cluster["services"]["api"]["environment"] == {
+        **single["services"]["api"]["environment"],
+        "DIGITSTREAM_REDIS_URL": cluster["services"]["api"]["environment"]["DIGITSTREAM_REDIS_URL"],
+    }
 
 
 ROLES = ("admin", "worker", "api", "publisher")
 ROLE_PASSWORDS = {f"REDIS_{role.upper()}_PASSWORD": f"{role}-{'x' * 24}" for role in ROLES}
 
 
-def test_the_compose_file_passes_every_setting_through() -> None:
+@COMPOSE_FILES
+def test_the_compose_file_passes_every_setting_through(compose_file: Path) -> None:
     """Each setting reaches the containers from .env, except those the compose file sets itself."""
     set_by_compose = {"redis_url", "host", "port", "url"}  # per-role URLs; the API's address; the CLI's target
-    passed = set(re.findall(r"^\s+DIGITSTREAM_([A-Z_]+):", COMPOSE_FILE.read_text(), re.MULTILINE))
+    passed = set(re.findall(r"^\s+DIGITSTREAM_([A-Z_]+):", compose_file.read_text(), re.MULTILINE))
     wanted = {name.upper() for name in Settings.model_fields} - {name.upper() for name in set_by_compose}
     assert wanted <= passed, f"not passed through: {sorted(wanted - passed)}"
 
 
-def config_services(compose_tool: list[str], env_file: Path) -> dict[str, Any]:
-    result = config_of(compose_tool, env_file)
+def config_services(compose_tool: list[str], env_file: Path, compose_file: Path = COMPOSE_FILE) -> dict[str, Any]:
+    result = config_of(compose_tool, env_file, compose_file)
     assert result.returncode == 0, result.stderr
     services: dict[str, Any] = yaml.safe_load(result.stdout)["services"]
     return services
 
 
+SERVICES = {
+    COMPOSE_FILE: {"redis-config", "redis", "worker", "api", "publisher"},
+    CLUSTER_COMPOSE_FILE: {"redis-config", *CLUSTER_NODES, "redis-cluster", "model", "worker", "api", "publisher"},
+}
+
+
 @pytest.mark.docker
-def test_every_service_is_hardened_and_bounded(compose_tool: list[str]) -> None:
-    services = config_services(compose_tool, ENV_EXAMPLE)
-    assert set(services) == {"redis-config", "redis", "worker", "api", "publisher"}
+@COMPOSE_FILES
+def test_every_service_is_hardened_and_bounded(compose_tool: list[str], compose_file: Path) -> None:
+    services = config_services(compose_tool, ENV_EXAMPLE, compose_file)
+    assert set(services) == SERVICES[compose_file]
     for name, service in services.items():
         assert service["read_only"] is True, name
         assert service["cap_drop"] == ["ALL"], name
@@ -205,6 +239,67 @@ def test_redis_keeps_its_passwords_off_argv_and_env_and_its_data_private_persist
     assert services["publisher"]["profiles"] == ["publish"]
 
 
+@pytest.mark.docker
+def test_the_cluster_file_runs_six_nodes_a_create_job_two_worker_pools_and_two_api_replicas(
+    compose_tool: list[str],
+) -> None:
+    services = config_services(compose_tool, ENV_EXAMPLE, CLUSTER_COMPOSE_FILE)
+    nodes = "redis-1:6379,redis-2:6379,redis-3:6379,redis-4:6379,redis-5:6379,redis-6:6379"
+    for node in CLUSTER_NODES:
+        service = services[node]
+        # Each node: the generated config (no password on its command line or in its environment), the name
+        # it announces to clients, its own data volume, a health check; never published.
+        command = " ".join(service["entrypoint"] + service["command"])
+        assert command == f"redis-server /etc/digitstream/redis/redis.conf --cluster-announce-hostname {node}"
+        assert not service.get("environment") and "ports" not in service, node
+        mounts = [(v["source"], v["target"]) if isinstance(v, dict) else tuple(v.split(":")[:2])
+                  for v in service["volumes"]]  # fmt: skip
+        assert set(mounts) == {(f"{node}-data", "/data"), ("redis-config", "/etc/digitstream/redis")}, node
+        assert service["depends_on"]["redis-config"]["condition"] == "service_completed_successfully"
+        assert service["restart"] == "unless-stopped" and "redis-cli" in " ".join(service["healthcheck"]["test"])
+    assert services["redis-config"]["entrypoint"][-1] == "--cluster"
+    assert services["redis-config"]["network_mode"] == "none"
+    # The create job: once every node answers; redis-cli --cluster create with a replica per master.
+    create = services["redis-cluster"]
+    assert set(create["depends_on"]) == set(CLUSTER_NODES)
+    assert {d["condition"] for d in create["depends_on"].values()} == {"service_healthy"}
+    assert "--cluster create" in create["command"][0] and "--cluster-replicas 1 --cluster-yes" in create["command"][0]
+    assert create["environment"] == {"REDISCLI_AUTH": "change-me-admin"} and create["restart"] == "no"
+    # The default model is registered (as the worker), then two worker pools and two API replicas start.
+    assert services["model"]["depends_on"]["redis-cluster"]["condition"] == "service_completed_successfully"
+    assert services["worker"]["command"] == ["worker", "--models", "all"]
+    for role, name in (("worker", "model"), ("worker", "worker"), ("api", "api"), ("publisher", "publisher")):
+        url = services[name]["environment"]["DIGITSTREAM_REDIS_URL"]
+        assert url == f"redis+cluster://{role}:change-me-{role}@{nodes}", url
+    for name in ("worker", "api"):
+        assert services[name]["scale"] == 2, name
+        assert services[name]["depends_on"]["model"]["condition"] == "service_completed_successfully"
+        assert services[name]["restart"] == "unless-stopped"
+    assert services["worker"]["image"] == "digitstream-worker:latest"
+    assert services["publisher"]["profiles"] == ["publish"]
+    assert "DIGITSTREAM_API_KEY" not in services["worker"]["environment"]
+
+
+def test_the_generated_cluster_conf_and_acl_make_each_replica_authenticate_as_a_replication_user() -> None:
+    """What ``redis_config --cluster`` writes for the nodes of docker-compose.cluster.yml."""
+    passwords = {key.removeprefix("REDIS_").removesuffix("_PASSWORD").lower(): value
+                 for key, value in ROLE_PASSWORDS.items()}  # fmt: skip
+    conf = redis_conf("/etc/digitstream/redis/users.acl", cluster=ClusterNode(passwords["admin"]))
+    settings = dict(line.split(" ", 1) for line in conf.splitlines() if line and not line.startswith("#"))
+    secret = replication_password(passwords["admin"])
+    assert settings["cluster-enabled"] == "yes" and settings["cluster-node-timeout"] == "5000"
+    assert settings["cluster-preferred-endpoint-type"] == "hostname" and settings["appendonly"] == "yes"
+    assert settings["masteruser"] == "replication" and settings["masterauth"] == secret
+    assert secret not in passwords.values() and secret == replication_password(passwords["admin"])
+    acl = acl_file(Keys.for_model(MODEL), passwords, cluster=True).splitlines()
+    [replication] = [line for line in acl if line.startswith("user replication ")]
+    assert replication.endswith("-@all +psync +replconf +ping") and secret not in replication
+    for role in ("worker", "api", "publisher"):
+        [line] = [line for line in acl if line.startswith(f"user {role} ")]
+        assert "+cluster|slots" in line and "+command" in line and "+cluster|addslots" not in line
+    assert "cluster" not in redis_conf("x") and "replication" not in acl_file(Keys.for_model(MODEL), passwords)
+
+
 def test_the_generated_redis_conf_never_evicts_and_bounds_bulk_strings() -> None:
     """What the redis-config job writes (digitstream/redis_config.py), for the compose file's Redis."""
     conf = redis_conf("/etc/digitstream/redis/users.acl")
@@ -231,13 +326,14 @@ def test_worker_and_api_point_at_an_existing_redis_through_the_env(compose_tool:
 
 
 @pytest.mark.docker
+@COMPOSE_FILES
 @pytest.mark.parametrize("missing", sorted(ROLE_PASSWORDS))
 def test_compose_refuses_to_start_without_each_redis_password(
-    compose_tool: list[str], tmp_path: Path, missing: str
+    compose_tool: list[str], tmp_path: Path, missing: str, compose_file: Path
 ) -> None:
     env_file = tmp_path / "no-password.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in ROLE_PASSWORDS.items() if k != missing))
-    result = config_of(compose_tool, env_file)
+    result = config_of(compose_tool, env_file, compose_file)
     assert result.returncode != 0
     assert missing in result.stderr
 
@@ -257,7 +353,7 @@ def test_role_images_run_unprivileged_with_no_compiler_and_no_pip(built_images: 
     script = (
         "id -u; for c in gcc cc c++ clang make strip pip pip3; do command -v $c; done; "
         "for py in python /usr/bin/python3 /usr/local/bin/python3; do "
-        "[ -x \"$(command -v $py)\" ] && $py -c 'import pip' 2>/dev/null && echo \"pip-importable-by-$py\"; done; "
+        '[ -x "$(command -v $py)" ] && $py -c \'import pip\' 2>/dev/null && echo "pip-importable-by-$py"; done; '
         "ls /usr/share/python-wheels /wheels /opt/build-tools 2>/dev/null; true"
     )
     result = in_image(getattr(built_images, role), script)
