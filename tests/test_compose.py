@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import redis
 import yaml
+from redis.cluster import RedisCluster
 
 from digitstream.clients.publisher import BULK_PACK, Publisher, PublishProgress
 from digitstream.learner import DeltaRuleLearner, HyperParameters
@@ -729,3 +730,213 @@ def assert_served_model_equals_local_learner(
     assert served["samples_learned"] == len(train_y)
     np.testing.assert_array_equal(np.array(served["digits"]), local.predict_many(test_x))
     np.testing.assert_allclose(np.array(served["probabilities"]), local.predict_proba_many(test_x), atol=1e-6)
+
+
+# -- the cluster file, for real -----------------------------------------------------------------------
+
+CLUSTER_BATCH = 250  # samples per publisher batch: the most the default mode may lose in a master's failure
+BEFORE_KILL, AROUND_KILL = 2_000, 4_000  # samples published before the kill, then at 1000/s with the kill at ~30 %
+
+
+@dataclass
+class ClusterStack:
+    compose: ComposeProject
+    node_ports: dict[str, int]  # each node (its service name, the host name it announces) -> its loopback port
+    passwords: dict[str, str]  # of each Redis user
+
+    def node(self, name: str) -> redis.Redis:
+        """A plain admin client of one node, from the host."""
+        return redis.Redis(port=self.node_ports[name], username="admin", password=self.passwords["admin"],
+                           socket_timeout=5.0, socket_connect_timeout=2.0)  # fmt: skip
+
+    def cluster(self, user: str) -> RedisCluster:
+        """A cluster client from the host: the names the nodes announce are mapped to their loopback ports."""
+
+        def remap(address: tuple[str, int]) -> tuple[str, int]:
+            host, _ = address
+            return ("127.0.0.1", self.node_ports[host]) if host in self.node_ports else address
+
+        return RedisCluster(host="127.0.0.1", port=self.node_ports[CLUSTER_NODES[0]], username=user,
+                            password=self.passwords[user], address_remap=remap, socket_timeout=5.0,
+                            socket_connect_timeout=2.0)  # fmt: skip
+
+    def shard_of(self, slot: int, asking: str) -> tuple[str, list[str]]:
+        """The master serving ``slot`` and its replicas (by the names they announce), as node ``asking`` sees it."""
+        with self.node(asking) as client:
+            shards = client.execute_command("CLUSTER", "SHARDS")
+        for shard in shards:
+            fields = _pairs(shard)
+            ranges = [int(n) for n in fields["slots"]]
+            if any(start <= slot <= end for start, end in zip(ranges[::2], ranges[1::2], strict=True)):
+                nodes = [_pairs(node) for node in fields["nodes"]]
+                healthy = [n for n in nodes if _text(n["health"]) == "online"]
+                [master] = [_text(n["hostname"]) for n in healthy if _text(n["role"]) == "master"]
+                return master, [_text(n["hostname"]) for n in healthy if _text(n["role"]) == "replica"]
+        raise LookupError(f"slot {slot} is not served")
+
+    def role(self, name: str) -> str:
+        with self.node(name) as client:
+            return str(client.info("replication")["role"])
+
+
+def _pairs(value: Any) -> dict[str, Any]:
+    """A reply of field/value pairs (a flat list, or a dict if redis-py parsed it) as a dict of str keys."""
+    items = value.items() if isinstance(value, dict) else zip(value[::2], value[1::2], strict=True)
+    return {_text(key): item for key, item in items}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@pytest.fixture
+def cluster_stack(built_images: BuiltImages, timings: Timings, tmp_path: Path) -> Iterator[ClusterStack]:
+    """docker-compose.cluster.yml on the built images, each node also published on a loopback port; torn down."""
+    first_node, _ = free_port_range(len(CLUSTER_NODES))
+    node_ports = {node: first_node + index for index, node in enumerate(CLUSTER_NODES)}
+    first_api, last_api = free_port_range(10)
+    passwords = {role: secrets.token_hex(16) for role in ROLES}
+    env = {
+        "DIGITSTREAM_API_IMAGE": built_images.api,
+        "DIGITSTREAM_WORKER_IMAGE": built_images.worker,
+        "REDIS_IMAGE": built_images.base,  # Debian's redis-server 7.0 and redis-cli
+        **{f"REDIS_{role.upper()}_PASSWORD": password for role, password in passwords.items()},
+        "API_BIND": "127.0.0.1",
+        "API_PORTS": f"{first_api}-{last_api}",
+        "DIGITSTREAM_MODEL_NAME": MODEL,
+    }
+    # The compose file publishes no node; the test publishes from the host, so it needs every node there.
+    override = "services:\n" + "".join(
+        f'  {node}:\n    ports:\n      - "127.0.0.1:{port}:6379"\n' for node, port in node_ports.items()
+    )
+    project = ComposeProject.create(tmp_path / "compose", env, override, log=timings.note,
+                                    compose_file=CLUSTER_COMPOSE_FILE)  # fmt: skip
+    timings.note(f"compose project {project.name} (cluster) with {' '.join(project.command)}")
+    try:
+        yield ClusterStack(project, node_ports, passwords)
+    finally:
+        project.save_logs(ARTIFACTS / f"{project.name}-cluster.log")
+        project.down()
+        project.force_remove()
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_cluster_stack_rides_out_the_kill_of_the_model_s_master_and_learns_what_it_kept_once(
+    cluster_stack: ClusterStack, mnist_train: tuple[np.ndarray, np.ndarray], timings: Timings
+) -> None:
+    """The master of the model's slot SIGKILLed mid-stream: its replica is promoted, the workers and the API
+    replicas carry on unaided, and the model learns every sample published except at most the one batch
+    only the dead master held, which the publisher counts as lost (the default, asynchronous mode:
+    docs/cluster.md), and none twice."""
+    train_x, train_y = mnist_train
+    total = BEFORE_KILL + AROUND_KILL
+    keys = Keys.for_model(MODEL)
+    stack, compose = cluster_stack, cluster_stack.compose
+
+    with timings.step("cluster up: 6 nodes, create job, model job, 2 worker pools, 2 API replicas"):
+        compose.up(timeout=600)
+        compose.wait_healthy(list(CLUSTER_NODES), timeout=120)
+
+        def running(service: str) -> bool:
+            return len(compose.containers(service, running_only=True)) == 2
+
+        wait_for("2 worker pools and 2 API replicas running", lambda: running("worker") and running("api"), 60)
+    created = compose("logs", "--no-color", "redis-cluster", timeout=60).stdout
+    assert "[OK] All 16384 slots covered" in created and "cluster ok" in created, created
+    apis = [Api(compose.host_port(cid, 8000)) for cid in compose.containers("api")]
+    client = stack.cluster("publisher")
+    sent = [0]
+    progressed = threading.Condition()
+
+    def on_progress(progress: PublishProgress) -> None:
+        with progressed:
+            sent[0] = progress.sent
+            progressed.notify_all()
+
+    # A fenced producer in the default mode (no WAIT): what a failover loses is counted in producer.lost.
+    publisher = Publisher(client, keys, batch_size=CLUSTER_BATCH, rate=1000.0, progress=on_progress,
+                          producer_id="compose-cluster-test", retry_for=120)  # fmt: skip
+    try:
+        with timings.step(f"publish {BEFORE_KILL} samples from the host until both API replicas serve them"):
+            publish(publisher, train_x[:BEFORE_KILL], train_y[:BEFORE_KILL])
+            for api in apis:
+                wait_learned(api, BEFORE_KILL)
+            compose.wait_healthy(["api"], timeout=60)
+
+        slot = int(stack.node(CLUSTER_NODES[0]).execute_command("CLUSTER", "KEYSLOT", keys.samples))  # type: ignore[no-untyped-call]
+        master, [replica] = stack.shard_of(slot, asking=CLUSTER_NODES[0])
+        timings.note(f"model {MODEL!r}: slot {slot}, master {master}, replica {replica}")
+        errors: list[BaseException] = []
+
+        def send() -> None:
+            try:
+                publish(publisher, train_x[BEFORE_KILL:total], train_y[BEFORE_KILL:total])
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=send, name="publisher")
+        with timings.step(f"publish {AROUND_KILL} more at 1000/s, SIGKILL {master} at ~30 %, until {replica} leads"):
+            thread.start()
+            try:
+                with progressed:
+                    progressed.wait_for(lambda: sent[0] >= BEFORE_KILL + AROUND_KILL * 0.3 or bool(errors), 60)
+                    killed_after = sent[0]
+                run(["docker", "kill", compose.container(master)], timeout=60)
+                killed_at = time.monotonic()
+
+                def promoted() -> bool:
+                    try:
+                        return stack.role(replica) == "master" and stack.shard_of(slot, asking=replica)[0] == replica
+                    except (redis.RedisError, ValueError):
+                        return False
+
+                wait_for(f"{replica} promoted to master of slot {slot}", promoted, 60)
+                promoted_s = time.monotonic() - killed_at
+            finally:
+                thread.join(timeout=180)
+        assert not thread.is_alive() and not errors, errors
+        assert BEFORE_KILL < killed_after < total, "the kill was not mid-stream"
+        lost = publisher.producer.lost
+        with timings.step("until both API replicas serve every sample kept"):
+            models = [wait_learned(api, total - lost) for api in apis]
+            resumed_s = time.monotonic() - killed_at
+        timings.note(f"{master} killed after {killed_after} samples sent; {replica} promoted after "
+                     f"{promoted_s:.1f} s; all learned after {resumed_s:.1f} s; resent {publisher.producer.resent}, "
+                     f"lost {lost}")  # fmt: skip
+        assert lost <= CLUSTER_BATCH, "more lost than the batch only the dead master held"
+        assert {m["version"] for m in models} == {models[0]["version"]}, "the replicas serve different versions"
+    finally:
+        for api in apis:
+            api.close()
+        client.close()
+
+    # Unaided: no worker pool or API replica was restarted, and every role kept to its Redis user's rights.
+    for service in ("worker", "api"):
+        for cid in compose.containers(service):
+            restarts = run(["docker", "inspect", "--format", "{{.RestartCount}}", cid], timeout=60).stdout.strip()
+            assert compose.health(cid) in ("running", "healthy") and restarts == "0", (service, cid[:12], restarts)
+    for node in CLUSTER_NODES:
+        if node != master:
+            with stack.node(node) as admin:
+                assert admin.acl_log() == [], f"{node}: commands refused to the roles: {admin.acl_log()}"
+    processes = run(["docker", "top", compose.container(replica), "-o", "pid,args"], timeout=60).stdout
+    assert f"--cluster-announce-hostname {replica}" in processes
+    assert not [password for password in stack.passwords.values() if password in processes]
+    assert_containers_hardened(compose)
+
+    # The dead master, started again, rejoins as the replica of the node that took its place.
+    with timings.step(f"docker start {master} until it replicates {replica}"):
+        run(["docker", "start", compose.container(master)], timeout=60)
+
+        def replicating() -> bool:
+            try:
+                with stack.node(master) as node:
+                    info = node.info("replication")
+            except redis.RedisError:
+                return False
+            return bool(info["role"] == "slave" and info["master_link_status"] == "up")
+
+        wait_for(f"{master} replicating", replicating, 60)
+    assert stack.shard_of(slot, asking=master) == (replica, [master])
