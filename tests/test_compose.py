@@ -940,3 +940,8 @@ def test_cluster_stack_rides_out_the_kill_of_the_model_s_master_and_learns_what_
 
         wait_for(f"{master} replicating", replicating, 60)
     assert stack.shard_of(slot, asking=master) == (replica, [master])
+    # The create job run again (as every `up` does) leaves the cluster it finds as it is.
+    with timings.step("the create job again, on the existing cluster"):
+        again = compose("run", "--rm", "-T", "redis-cluster", timeout=120)
+    assert "not created again" in again.stdout and "cluster ok" in again.stdout, again.stdout + again.stderr
+    assert stack.shard_of(slot, asking=replica) == (replica, [master])
