@@ -43,7 +43,7 @@ import re
 import secrets
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .migration import LegacyKeys
@@ -227,10 +227,10 @@ _MEMORY = re.compile(r"^\d+(b|k|kb|m|mb|g|gb)?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
-class ClusterNode:
+class ClusterConf:
     """What redis.conf adds for a node of a Redis Cluster."""
 
-    admin_password: str  # the replication user's password is derived from it
+    admin_password: str = field(repr=False)  # the replication user's password is derived from it
     node_timeout_ms: int = DEFAULT_NODE_TIMEOUT_MS
 
     def lines(self) -> list[str]:
@@ -258,11 +258,11 @@ def redis_conf(
     maxmemory: str = "512mb",
     appendfsync: str = "everysec",
     data_dir: str = "/data",
-    cluster: ClusterNode | None = None,
+    cluster: ClusterConf | None = None,
 ) -> str:
     """redis.conf for the bundled Redis: AOF persistence, no eviction, a bounded bulk length, the ACL file.
 
-    With ``cluster``, for a node of a Redis Cluster (``ClusterNode``).
+    With ``cluster``, for a node of a Redis Cluster (``ClusterConf``).
     """
     if not _MEMORY.match(maxmemory) or maxmemory.strip("0bkmgBKMG") == "":
         raise RedisConfigError(f"REDIS_MAXMEMORY={maxmemory!r}: expected a size such as 512mb or 2gb")
@@ -298,11 +298,11 @@ def _keys_from_environment(environ: Mapping[str, str]) -> Keys:
                           environ.get("DIGITSTREAM_DEADLETTER_KEY") or None)  # fmt: skip
 
 
-def _cluster_node(environ: Mapping[str, str], admin_password: str) -> ClusterNode:
+def _cluster_node(environ: Mapping[str, str], admin_password: str) -> ClusterConf:
     raw = environ.get("REDIS_CLUSTER_NODE_TIMEOUT") or str(DEFAULT_NODE_TIMEOUT_MS)
     if not raw.isdigit():
         raise RedisConfigError(f"REDIS_CLUSTER_NODE_TIMEOUT={raw!r}: expected milliseconds, e.g. 5000")
-    return ClusterNode(admin_password, int(raw))
+    return ClusterConf(admin_password, int(raw))
 
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:

@@ -33,7 +33,7 @@ from redis.cluster import RedisCluster
 from digitstream.clients.publisher import BULK_PACK, Publisher, PublishProgress
 from digitstream.learner import DeltaRuleLearner, HyperParameters
 from digitstream.protocol import MAX_ENTRY_BYTES, Keys
-from digitstream.redis_config import ClusterNode, acl_file, redis_conf, replication_password
+from digitstream.redis_config import ClusterConf, RedisConfigError, acl_file, redis_conf, replication_password
 from digitstream.settings import Settings
 from tests.docker import images
 from tests.docker.compose import (
@@ -285,7 +285,7 @@ def test_the_generated_cluster_conf_and_acl_make_each_replica_authenticate_as_a_
     """What ``redis_config --cluster`` writes for the nodes of docker-compose.cluster.yml."""
     passwords = {key.removeprefix("REDIS_").removesuffix("_PASSWORD").lower(): value
                  for key, value in ROLE_PASSWORDS.items()}  # fmt: skip
-    conf = redis_conf("/etc/digitstream/redis/users.acl", cluster=ClusterNode(passwords["admin"]))
+    conf = redis_conf("/etc/digitstream/redis/users.acl", cluster=ClusterConf(passwords["admin"]))
     settings = dict(line.split(" ", 1) for line in conf.splitlines() if line and not line.startswith("#"))
     secret = replication_password(passwords["admin"])
     assert settings["cluster-enabled"] == "yes" and settings["cluster-node-timeout"] == "5000"
@@ -299,6 +299,9 @@ def test_the_generated_cluster_conf_and_acl_make_each_replica_authenticate_as_a_
         [line] = [line for line in acl if line.startswith(f"user {role} ")]
         assert "+cluster|slots" in line and "+command" in line and "+cluster|addslots" not in line
     assert "cluster" not in redis_conf("x") and "replication" not in acl_file(Keys.for_model(MODEL), passwords)
+    assert "cluster-node-timeout 15000" in redis_conf("x", cluster=ClusterConf(passwords["admin"], 15_000))
+    with pytest.raises(RedisConfigError, match="REDIS_CLUSTER_NODE_TIMEOUT"):
+        redis_conf("x", cluster=ClusterConf(passwords["admin"], 5))
 
 
 def test_the_generated_redis_conf_never_evicts_and_bounds_bulk_strings() -> None:
