@@ -1,4 +1,7 @@
-"""The docker-compose deployment, built and run for real on this machine's Docker engine (no registry needed).
+"""The docker-compose deployments, built and run for real on this machine's Docker engine (no registry needed).
+
+Two compose files: docker-compose.yml (one Redis) and docker-compose.cluster.yml (the same roles on a
+6-node Redis Cluster, whose test SIGKILLs the master of the model's slot midway).
 
 The harness (tests/docker/) builds a Debian base image with debootstrap (and a runtime base from it), the
 role images (Dockerfile targets api and worker) on them from a wheelhouse of the lock files made on the
@@ -25,14 +28,21 @@ import numpy as np
 import pytest
 import redis
 import yaml
+from redis.cluster import RedisCluster
 
 from digitstream.clients.publisher import BULK_PACK, Publisher, PublishProgress
 from digitstream.learner import DeltaRuleLearner, HyperParameters
 from digitstream.protocol import MAX_ENTRY_BYTES, Keys
-from digitstream.redis_config import redis_conf
+from digitstream.redis_config import ClusterConf, RedisConfigError, acl_file, redis_conf, replication_password
 from digitstream.settings import Settings
 from tests.docker import images
-from tests.docker.compose import COMPOSE_FILE, ComposeProject, compose_command, free_port_range
+from tests.docker.compose import (
+    CLUSTER_COMPOSE_FILE,
+    COMPOSE_FILE,
+    ComposeProject,
+    compose_command,
+    free_port_range,
+)
 from tests.docker.images import REPO, HarnessUnavailable, run
 from tests.docker.timing import Timings
 
@@ -110,47 +120,72 @@ def built_images(docker_engine: None, timings: Timings) -> BuiltImages:
     return built
 
 
-def config_of(compose_tool: list[str], env_file: Path) -> subprocess.CompletedProcess[str]:
-    argv = [*compose_tool, "-f", COMPOSE_FILE, "--env-file", env_file, "-p", "cfg", "config"]
+def config_of(
+    compose_tool: list[str], env_file: Path, compose_file: Path = COMPOSE_FILE
+) -> subprocess.CompletedProcess[str]:
+    argv = [*compose_tool, "-f", compose_file, "--env-file", env_file, "-p", "cfg", "config"]
     return run(argv, timeout=120, check=False)
 
 
-# -- the compose file as written ----------------------------------------------------------------------
+# -- the compose files as written ---------------------------------------------------------------------
+
+COMPOSE_FILES = pytest.mark.parametrize("compose_file", [COMPOSE_FILE, CLUSTER_COMPOSE_FILE], ids=lambda f: f.name)
+CLUSTER_NODES = tuple(f"redis-{i}" for i in range(1, 7))
 
 
-def compose_variables() -> set[str]:
-    return set(re.findall(r"\$\{([A-Z0-9_]+)", COMPOSE_FILE.read_text()))
+def compose_variables(compose_file: Path) -> set[str]:
+    return set(re.findall(r"\$\{([A-Z0-9_]+)", compose_file.read_text()))
 
 
-def test_example_env_file_documents_every_variable_the_compose_file_reads() -> None:
+@COMPOSE_FILES
+def test_example_env_file_documents_every_variable_the_compose_file_reads(compose_file: Path) -> None:
     documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", ENV_EXAMPLE.read_text(), re.MULTILINE))
-    passed_through = set(re.findall(r"^\s+(DIGITSTREAM_[A-Z_]+):\s*$", COMPOSE_FILE.read_text(), re.MULTILINE))
-    assert compose_variables() | passed_through <= documented, "add them to .env.example"
+    passed_through = set(re.findall(r"^\s+(DIGITSTREAM_[A-Z_]+):\s*$", compose_file.read_text(), re.MULTILINE))
+    assert compose_variables(compose_file) | passed_through <= documented, "add them to .env.example"
+
+
+def test_the_cluster_file_shares_docker_compose_yml_s_hardening_settings_and_images() -> None:
+    """The blocks the cluster file copies (a compose file cannot share them with another) stay equal."""
+    single, cluster = (yaml.safe_load(f.read_text()) for f in (COMPOSE_FILE, CLUSTER_COMPOSE_FILE))
+    for block in ("x-logging", "x-hardened", "x-settings", "x-api-image"):
+        assert cluster[block] == single[block], block
+    assert cluster["services"]["api"]["environment"] == {
+        **single["services"]["api"]["environment"],
+        "DIGITSTREAM_REDIS_URL": cluster["services"]["api"]["environment"]["DIGITSTREAM_REDIS_URL"],
+    }
 
 
 ROLES = ("admin", "worker", "api", "publisher")
 ROLE_PASSWORDS = {f"REDIS_{role.upper()}_PASSWORD": f"{role}-{'x' * 24}" for role in ROLES}
 
 
-def test_the_compose_file_passes_every_setting_through() -> None:
+@COMPOSE_FILES
+def test_the_compose_file_passes_every_setting_through(compose_file: Path) -> None:
     """Each setting reaches the containers from .env, except those the compose file sets itself."""
     set_by_compose = {"redis_url", "host", "port", "url"}  # per-role URLs; the API's address; the CLI's target
-    passed = set(re.findall(r"^\s+DIGITSTREAM_([A-Z_]+):", COMPOSE_FILE.read_text(), re.MULTILINE))
+    passed = set(re.findall(r"^\s+DIGITSTREAM_([A-Z_]+):", compose_file.read_text(), re.MULTILINE))
     wanted = {name.upper() for name in Settings.model_fields} - {name.upper() for name in set_by_compose}
     assert wanted <= passed, f"not passed through: {sorted(wanted - passed)}"
 
 
-def config_services(compose_tool: list[str], env_file: Path) -> dict[str, Any]:
-    result = config_of(compose_tool, env_file)
+def config_services(compose_tool: list[str], env_file: Path, compose_file: Path = COMPOSE_FILE) -> dict[str, Any]:
+    result = config_of(compose_tool, env_file, compose_file)
     assert result.returncode == 0, result.stderr
     services: dict[str, Any] = yaml.safe_load(result.stdout)["services"]
     return services
 
 
+SERVICES = {
+    COMPOSE_FILE: {"redis-config", "redis", "worker", "api", "publisher"},
+    CLUSTER_COMPOSE_FILE: {"redis-config", *CLUSTER_NODES, "redis-cluster", "model", "worker", "api", "publisher"},
+}
+
+
 @pytest.mark.docker
-def test_every_service_is_hardened_and_bounded(compose_tool: list[str]) -> None:
-    services = config_services(compose_tool, ENV_EXAMPLE)
-    assert set(services) == {"redis-config", "redis", "worker", "api", "publisher"}
+@COMPOSE_FILES
+def test_every_service_is_hardened_and_bounded(compose_tool: list[str], compose_file: Path) -> None:
+    services = config_services(compose_tool, ENV_EXAMPLE, compose_file)
+    assert set(services) == SERVICES[compose_file]
     for name, service in services.items():
         assert service["read_only"] is True, name
         assert service["cap_drop"] == ["ALL"], name
@@ -205,6 +240,70 @@ def test_redis_keeps_its_passwords_off_argv_and_env_and_its_data_private_persist
     assert services["publisher"]["profiles"] == ["publish"]
 
 
+@pytest.mark.docker
+def test_the_cluster_file_runs_six_nodes_a_create_job_two_worker_pools_and_two_api_replicas(
+    compose_tool: list[str],
+) -> None:
+    services = config_services(compose_tool, ENV_EXAMPLE, CLUSTER_COMPOSE_FILE)
+    nodes = "redis-1:6379,redis-2:6379,redis-3:6379,redis-4:6379,redis-5:6379,redis-6:6379"
+    for node in CLUSTER_NODES:
+        service = services[node]
+        # Each node: the generated config (no password on its command line or in its environment), the name
+        # it announces to clients, its own data volume, a health check; never published.
+        command = " ".join(service["entrypoint"] + service["command"])
+        assert command == f"redis-server /etc/digitstream/redis/redis.conf --cluster-announce-hostname {node}"
+        assert not service.get("environment") and "ports" not in service, node
+        mounts = [(v["source"], v["target"]) if isinstance(v, dict) else tuple(v.split(":")[:2])
+                  for v in service["volumes"]]  # fmt: skip
+        assert set(mounts) == {(f"{node}-data", "/data"), ("redis-config", "/etc/digitstream/redis")}, node
+        assert service["depends_on"]["redis-config"]["condition"] == "service_completed_successfully"
+        assert service["restart"] == "unless-stopped" and "redis-cli" in " ".join(service["healthcheck"]["test"])
+    assert services["redis-config"]["entrypoint"][-1] == "--cluster"
+    assert services["redis-config"]["network_mode"] == "none"
+    # The create job: once every node answers; redis-cli --cluster create with a replica per master.
+    create = services["redis-cluster"]
+    assert set(create["depends_on"]) == set(CLUSTER_NODES)
+    assert {d["condition"] for d in create["depends_on"].values()} == {"service_healthy"}
+    assert "--cluster create" in create["command"][0] and "--cluster-replicas 1 --cluster-yes" in create["command"][0]
+    assert create["environment"] == {"REDISCLI_AUTH": "change-me-admin"} and create["restart"] == "no"
+    # The default model is registered (as the worker), then two worker pools and two API replicas start.
+    assert services["model"]["depends_on"]["redis-cluster"]["condition"] == "service_completed_successfully"
+    assert services["worker"]["command"] == ["worker", "--models", "all"]
+    for role, name in (("worker", "model"), ("worker", "worker"), ("api", "api"), ("publisher", "publisher")):
+        url = services[name]["environment"]["DIGITSTREAM_REDIS_URL"]
+        assert url == f"redis+cluster://{role}:change-me-{role}@{nodes}", url
+    for name in ("worker", "api"):
+        assert services[name]["scale"] == 2, name
+        assert services[name]["depends_on"]["model"]["condition"] == "service_completed_successfully"
+        assert services[name]["restart"] == "unless-stopped"
+    assert services["worker"]["image"] == "digitstream-worker:latest"
+    assert services["publisher"]["profiles"] == ["publish"]
+    assert "DIGITSTREAM_API_KEY" not in services["worker"]["environment"]
+
+
+def test_the_generated_cluster_conf_and_acl_make_each_replica_authenticate_as_a_replication_user() -> None:
+    """What ``redis_config --cluster`` writes for the nodes of docker-compose.cluster.yml."""
+    passwords = {key.removeprefix("REDIS_").removesuffix("_PASSWORD").lower(): value
+                 for key, value in ROLE_PASSWORDS.items()}  # fmt: skip
+    conf = redis_conf("/etc/digitstream/redis/users.acl", cluster=ClusterConf(passwords["admin"]))
+    settings = dict(line.split(" ", 1) for line in conf.splitlines() if line and not line.startswith("#"))
+    secret = replication_password(passwords["admin"])
+    assert settings["cluster-enabled"] == "yes" and settings["cluster-node-timeout"] == "5000"
+    assert settings["cluster-preferred-endpoint-type"] == "hostname" and settings["appendonly"] == "yes"
+    assert settings["masteruser"] == "replication" and settings["masterauth"] == secret
+    assert secret not in passwords.values() and secret == replication_password(passwords["admin"])
+    acl = acl_file(Keys.for_model(MODEL), passwords, cluster=True).splitlines()
+    [replication] = [line for line in acl if line.startswith("user replication ")]
+    assert replication.endswith("-@all +psync +replconf +ping") and secret not in replication
+    for role in ("worker", "api", "publisher"):
+        [line] = [line for line in acl if line.startswith(f"user {role} ")]
+        assert "+cluster|slots" in line and "+command" in line and "+cluster|addslots" not in line
+    assert "cluster" not in redis_conf("x") and "replication" not in acl_file(Keys.for_model(MODEL), passwords)
+    assert "cluster-node-timeout 15000" in redis_conf("x", cluster=ClusterConf(passwords["admin"], 15_000))
+    with pytest.raises(RedisConfigError, match="REDIS_CLUSTER_NODE_TIMEOUT"):
+        redis_conf("x", cluster=ClusterConf(passwords["admin"], 5))
+
+
 def test_the_generated_redis_conf_never_evicts_and_bounds_bulk_strings() -> None:
     """What the redis-config job writes (digitstream/redis_config.py), for the compose file's Redis."""
     conf = redis_conf("/etc/digitstream/redis/users.acl")
@@ -231,13 +330,14 @@ def test_worker_and_api_point_at_an_existing_redis_through_the_env(compose_tool:
 
 
 @pytest.mark.docker
+@COMPOSE_FILES
 @pytest.mark.parametrize("missing", sorted(ROLE_PASSWORDS))
 def test_compose_refuses_to_start_without_each_redis_password(
-    compose_tool: list[str], tmp_path: Path, missing: str
+    compose_tool: list[str], tmp_path: Path, missing: str, compose_file: Path
 ) -> None:
     env_file = tmp_path / "no-password.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in ROLE_PASSWORDS.items() if k != missing))
-    result = config_of(compose_tool, env_file)
+    result = config_of(compose_tool, env_file, compose_file)
     assert result.returncode != 0
     assert missing in result.stderr
 
@@ -257,7 +357,7 @@ def test_role_images_run_unprivileged_with_no_compiler_and_no_pip(built_images: 
     script = (
         "id -u; for c in gcc cc c++ clang make strip pip pip3; do command -v $c; done; "
         "for py in python /usr/bin/python3 /usr/local/bin/python3; do "
-        "[ -x \"$(command -v $py)\" ] && $py -c 'import pip' 2>/dev/null && echo \"pip-importable-by-$py\"; done; "
+        '[ -x "$(command -v $py)" ] && $py -c \'import pip\' 2>/dev/null && echo "pip-importable-by-$py"; done; '
         "ls /usr/share/python-wheels /wheels /opt/build-tools 2>/dev/null; true"
     )
     result = in_image(getattr(built_images, role), script)
@@ -633,3 +733,218 @@ def assert_served_model_equals_local_learner(
     assert served["samples_learned"] == len(train_y)
     np.testing.assert_array_equal(np.array(served["digits"]), local.predict_many(test_x))
     np.testing.assert_allclose(np.array(served["probabilities"]), local.predict_proba_many(test_x), atol=1e-6)
+
+
+# -- the cluster file, for real -----------------------------------------------------------------------
+
+CLUSTER_BATCH = 250  # samples per publisher batch: the most the default mode may lose in a master's failure
+BEFORE_KILL, AROUND_KILL = 2_000, 4_000  # samples published before the kill, then at 1000/s with the kill at ~30 %
+
+
+@dataclass
+class ClusterStack:
+    compose: ComposeProject
+    node_ports: dict[str, int]  # each node (its service name, the host name it announces) -> its loopback port
+    passwords: dict[str, str]  # of each Redis user
+
+    def node(self, name: str) -> redis.Redis:
+        """A plain admin client of one node, from the host."""
+        return redis.Redis(port=self.node_ports[name], username="admin", password=self.passwords["admin"],
+                           socket_timeout=5.0, socket_connect_timeout=2.0)  # fmt: skip
+
+    def cluster(self, user: str) -> RedisCluster:
+        """A cluster client from the host: the names the nodes announce are mapped to their loopback ports."""
+
+        def remap(address: tuple[str, int]) -> tuple[str, int]:
+            host, _ = address
+            return ("127.0.0.1", self.node_ports[host]) if host in self.node_ports else address
+
+        return RedisCluster(host="127.0.0.1", port=self.node_ports[CLUSTER_NODES[0]], username=user,
+                            password=self.passwords[user], address_remap=remap, socket_timeout=5.0,
+                            socket_connect_timeout=2.0)  # fmt: skip
+
+    def shard_of(self, slot: int, asking: str) -> tuple[str, list[str]]:
+        """The master serving ``slot`` and its replicas (by the names they announce), as node ``asking`` sees it."""
+        with self.node(asking) as client:
+            shards = client.execute_command("CLUSTER", "SHARDS")
+        for shard in shards:
+            fields = _pairs(shard)
+            ranges = [int(n) for n in fields["slots"]]
+            if any(start <= slot <= end for start, end in zip(ranges[::2], ranges[1::2], strict=True)):
+                nodes = [_pairs(node) for node in fields["nodes"]]
+                healthy = [n for n in nodes if _text(n["health"]) == "online"]
+                [master] = [_text(n["hostname"]) for n in healthy if _text(n["role"]) == "master"]
+                return master, [_text(n["hostname"]) for n in healthy if _text(n["role"]) == "replica"]
+        raise LookupError(f"slot {slot} is not served")
+
+    def role(self, name: str) -> str:
+        with self.node(name) as client:
+            return str(client.info("replication")["role"])
+
+
+def _pairs(value: Any) -> dict[str, Any]:
+    """A reply of field/value pairs (a flat list, or a dict if redis-py parsed it) as a dict of str keys."""
+    items = value.items() if isinstance(value, dict) else zip(value[::2], value[1::2], strict=True)
+    return {_text(key): item for key, item in items}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@pytest.fixture
+def cluster_stack(built_images: BuiltImages, timings: Timings, tmp_path: Path) -> Iterator[ClusterStack]:
+    """docker-compose.cluster.yml on the built images, each node also published on a loopback port; torn down."""
+    first_node, _ = free_port_range(len(CLUSTER_NODES))
+    node_ports = {node: first_node + index for index, node in enumerate(CLUSTER_NODES)}
+    first_api, last_api = free_port_range(10)
+    passwords = {role: secrets.token_hex(16) for role in ROLES}
+    env = {
+        "DIGITSTREAM_API_IMAGE": built_images.api,
+        "DIGITSTREAM_WORKER_IMAGE": built_images.worker,
+        "REDIS_IMAGE": built_images.base,  # Debian's redis-server 7.0 and redis-cli
+        **{f"REDIS_{role.upper()}_PASSWORD": password for role, password in passwords.items()},
+        "API_BIND": "127.0.0.1",
+        "API_PORTS": f"{first_api}-{last_api}",
+        "DIGITSTREAM_MODEL_NAME": MODEL,
+    }
+    # The compose file publishes no node; the test publishes from the host, so it needs every node there.
+    override = "services:\n" + "".join(
+        f'  {node}:\n    ports:\n      - "127.0.0.1:{port}:6379"\n' for node, port in node_ports.items()
+    )
+    project = ComposeProject.create(tmp_path / "compose", env, override, log=timings.note,
+                                    compose_file=CLUSTER_COMPOSE_FILE)  # fmt: skip
+    timings.note(f"compose project {project.name} (cluster) with {' '.join(project.command)}")
+    try:
+        yield ClusterStack(project, node_ports, passwords)
+    finally:
+        project.save_logs(ARTIFACTS / f"{project.name}-cluster.log")
+        project.down()
+        project.force_remove()
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_cluster_stack_rides_out_the_kill_of_the_model_s_master_and_learns_what_it_kept_once(
+    cluster_stack: ClusterStack, mnist_train: tuple[np.ndarray, np.ndarray], timings: Timings
+) -> None:
+    """The master of the model's slot SIGKILLed mid-stream: its replica is promoted, the workers and the API
+    replicas carry on unaided, and the model learns every sample published except at most the one batch
+    only the dead master held, which the publisher counts as lost (the default, asynchronous mode:
+    docs/cluster.md), and none twice."""
+    train_x, train_y = mnist_train
+    total = BEFORE_KILL + AROUND_KILL
+    keys = Keys.for_model(MODEL)
+    stack, compose = cluster_stack, cluster_stack.compose
+
+    with timings.step("cluster up: 6 nodes, create job, model job, 2 worker pools, 2 API replicas"):
+        compose.up(timeout=600)
+        compose.wait_healthy(list(CLUSTER_NODES), timeout=120)
+
+        def running(service: str) -> bool:
+            return len(compose.containers(service, running_only=True)) == 2
+
+        wait_for("2 worker pools and 2 API replicas running", lambda: running("worker") and running("api"), 60)
+    created = compose("logs", "--no-color", "redis-cluster", timeout=60).stdout
+    assert "[OK] All 16384 slots covered" in created and "cluster ok" in created, created
+    apis = [Api(compose.host_port(cid, 8000)) for cid in compose.containers("api")]
+    client = stack.cluster("publisher")
+    sent = [0]
+    progressed = threading.Condition()
+
+    def on_progress(progress: PublishProgress) -> None:
+        with progressed:
+            sent[0] = progress.sent
+            progressed.notify_all()
+
+    # A fenced producer in the default mode (no WAIT): what a failover loses is counted in producer.lost.
+    publisher = Publisher(client, keys, batch_size=CLUSTER_BATCH, rate=1000.0, progress=on_progress,
+                          producer_id="compose-cluster-test", retry_for=120)  # fmt: skip
+    try:
+        with timings.step(f"publish {BEFORE_KILL} samples from the host until both API replicas serve them"):
+            publish(publisher, train_x[:BEFORE_KILL], train_y[:BEFORE_KILL])
+            for api in apis:
+                wait_learned(api, BEFORE_KILL)
+            compose.wait_healthy(["api"], timeout=60)
+
+        slot = int(stack.node(CLUSTER_NODES[0]).execute_command("CLUSTER", "KEYSLOT", keys.samples))  # type: ignore[no-untyped-call]
+        master, [replica] = stack.shard_of(slot, asking=CLUSTER_NODES[0])
+        timings.note(f"model {MODEL!r}: slot {slot}, master {master}, replica {replica}")
+        errors: list[BaseException] = []
+
+        def send() -> None:
+            try:
+                publish(publisher, train_x[BEFORE_KILL:total], train_y[BEFORE_KILL:total])
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=send, name="publisher")
+        with timings.step(f"publish {AROUND_KILL} more at 1000/s, SIGKILL {master} at ~30 %, until {replica} leads"):
+            thread.start()
+            try:
+                with progressed:
+                    progressed.wait_for(lambda: sent[0] >= BEFORE_KILL + AROUND_KILL * 0.3 or bool(errors), 60)
+                    killed_after = sent[0]
+                run(["docker", "kill", compose.container(master)], timeout=60)
+                killed_at = time.monotonic()
+
+                def promoted() -> bool:
+                    try:
+                        return stack.role(replica) == "master" and stack.shard_of(slot, asking=replica)[0] == replica
+                    except (redis.RedisError, ValueError):
+                        return False
+
+                wait_for(f"{replica} promoted to master of slot {slot}", promoted, 60)
+                promoted_s = time.monotonic() - killed_at
+            finally:
+                thread.join(timeout=180)
+        assert not thread.is_alive() and not errors, errors
+        assert BEFORE_KILL < killed_after < total, "the kill was not mid-stream"
+        lost = publisher.producer.lost
+        with timings.step("until both API replicas serve every sample kept"):
+            models = [wait_learned(api, total - lost) for api in apis]
+            resumed_s = time.monotonic() - killed_at
+        timings.note(f"{master} killed after {killed_after} samples sent; {replica} promoted after "
+                     f"{promoted_s:.1f} s; all learned after {resumed_s:.1f} s; resent {publisher.producer.resent}, "
+                     f"lost {lost}")  # fmt: skip
+        assert lost <= CLUSTER_BATCH, "more lost than the batch only the dead master held"
+        assert {m["version"] for m in models} == {models[0]["version"]}, "the replicas serve different versions"
+    finally:
+        for api in apis:
+            api.close()
+        client.close()
+
+    # Unaided: no worker pool or API replica was restarted, and every role kept to its Redis user's rights.
+    for service in ("worker", "api"):
+        for cid in compose.containers(service):
+            restarts = run(["docker", "inspect", "--format", "{{.RestartCount}}", cid], timeout=60).stdout.strip()
+            assert compose.health(cid) in ("running", "healthy") and restarts == "0", (service, cid[:12], restarts)
+    for node in CLUSTER_NODES:
+        if node != master:
+            with stack.node(node) as admin:
+                assert admin.acl_log() == [], f"{node}: commands refused to the roles: {admin.acl_log()}"
+    processes = run(["docker", "top", compose.container(replica), "-o", "pid,args"], timeout=60).stdout
+    assert f"--cluster-announce-hostname {replica}" in processes
+    assert not [password for password in stack.passwords.values() if password in processes]
+    assert_containers_hardened(compose)
+
+    # The dead master, started again, rejoins as the replica of the node that took its place.
+    with timings.step(f"docker start {master} until it replicates {replica}"):
+        run(["docker", "start", compose.container(master)], timeout=60)
+
+        def replicating() -> bool:
+            try:
+                with stack.node(master) as node:
+                    info = node.info("replication")
+            except redis.RedisError:
+                return False
+            return bool(info["role"] == "slave" and info["master_link_status"] == "up")
+
+        wait_for(f"{master} replicating", replicating, 60)
+    assert stack.shard_of(slot, asking=master) == (replica, [master])
+    # The create job run again (as every `up` does) leaves the cluster it finds as it is.
+    with timings.step("the create job again, on the existing cluster"):
+        again = compose("run", "--rm", "-T", "redis-cluster", timeout=120)
+    assert "not created again" in again.stdout and "cluster ok" in again.stdout, again.stdout + again.stderr
+    assert stack.shard_of(slot, asking=replica) == (replica, [master])

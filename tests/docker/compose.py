@@ -21,6 +21,7 @@ from pathlib import Path
 from tests.docker.images import REPO, CommandFailed, HarnessUnavailable, run
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
+CLUSTER_COMPOSE_FILE = REPO / "docker-compose.cluster.yml"  # the same roles on a 6-node Redis Cluster
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 # Only what the Docker and Compose clients need: the user's DIGITSTREAM_*, REDIS_* ... must not leak in.
@@ -65,7 +66,7 @@ def free_port_range(size: int, host: str = "127.0.0.1") -> tuple[int, int]:
 
 @dataclass
 class ComposeProject:
-    """One compose project made from docker-compose.yml; ``down`` removes everything it created."""
+    """One compose project of docker-compose.yml (or ``compose_file``); ``down`` removes everything it created."""
 
     command: list[str]
     name: str
@@ -73,6 +74,7 @@ class ComposeProject:
     env: dict[str, str]
     override: str = ""
     log: Callable[[str], None] = print
+    compose_file: Path = COMPOSE_FILE
     files: list[Path] = field(init=False)
     env_file: Path = field(init=False)
 
@@ -80,7 +82,7 @@ class ComposeProject:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.env_file = self.work_dir / "compose.env"
         self.env_file.write_text("".join(f"{key}={value}\n" for key, value in self.env.items()))
-        self.files = [COMPOSE_FILE]
+        self.files = [self.compose_file]
         if self.override:
             override = self.work_dir / "compose.override.yml"
             override.write_text(self.override)
@@ -93,9 +95,10 @@ class ComposeProject:
         env: dict[str, str],
         override: str = "",
         log: Callable[[str], None] = print,
+        compose_file: Path = COMPOSE_FILE,
     ) -> ComposeProject:
         name = f"dstest{os.getpid()}{secrets.token_hex(3)}"
-        return cls(compose_command(), name, work_dir, env, override, log)
+        return cls(compose_command(), name, work_dir, env, override, log, compose_file)
 
     # -- compose itself ------------------------------------------------------------------------------
 
