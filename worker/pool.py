@@ -36,6 +36,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -176,12 +177,19 @@ class WorkerPool:
 
     def run(self) -> None:
         log.info("worker pool %s serving models %s", self.pool_id, ", ".join(self.patterns))
+        unreachable_since: float | None = None  # one warning per outage, and one line when it ends
         try:
             while not self._stopping.is_set():
                 try:
                     self.step()
+                    if unreachable_since is not None:
+                        log.info("worker pool %s: Redis reachable again after %.1fs", self.pool_id,
+                                 time.monotonic() - unreachable_since)  # fmt: skip
+                        unreachable_since = None
                 except CONNECTION_ERRORS as exc:  # each worker rides out the outage itself; retry the round
-                    log.warning("worker pool %s: Redis unreachable (%s); retrying", self.pool_id, exc)
+                    if unreachable_since is None:
+                        log.warning("worker pool %s: Redis unreachable (%s); retrying", self.pool_id, exc)
+                        unreachable_since = time.monotonic()
                 self._stopping.wait(self.interval)
         finally:
             for running in self._running.values():
