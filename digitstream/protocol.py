@@ -27,6 +27,12 @@ hash tag ``{M}``, so on a Redis Cluster they all live in one slot and each scrip
     (the last three take the stream key's hash tag, or the stream key as one: the stream's cluster slot;
     for a model's own stream that is {M})
 
+Every Lua script is given every key it touches (``KEYS``; none is built inside), all in one slot. A
+stream outside the model's slot (``Keys.stream_apart``: shared by several models, ``--stream``) is
+committed in two scripts: the snapshot in the model's slot, then the reader's position and the trims
+in the stream's (``digitstream.commit_script``). The dead-letter stream is one of the model's keys:
+on a cluster a custom one must carry the model's tag, ``{M}:...``.
+
 Before version 0.3 the keys were ``M:samples``, ``M:snapshot:latest``, ... without the tag;
 ``digitstream models migrate`` renames an existing deployment's keys (docs/cluster.md).
 
@@ -183,6 +189,21 @@ class Keys:
             problems += [f"the {what} key is {name} ({key})" for name, other in own.items() if key == other]
             problems += [f"the {what} key {key} looks like {name}" for name, p in prefixes.items() if key.startswith(p)]
         return problems
+
+    @property
+    def stream_apart(self) -> bool:
+        """Whether the stream is outside the model's slot: its hash tag is not ``{model}`` (a shared stream).
+
+        The snapshot script then commits the model's keys alone, and a second script in the stream's
+        slot records the reader's position and trims (``digitstream.commit_script``), on one Redis as
+        on a cluster.
+
+        >>> Keys.for_model("m").stream_apart, Keys.for_model("m", "{m}:raw").stream_apart
+        (False, False)
+        >>> Keys.for_model("m", "{shared}:samples").stream_apart, Keys.for_model("m", "m:samples").stream_apart
+        (True, True)
+        """
+        return self._stream_tag != self.tag
 
     def idempotency(self, period: int) -> str:
         """The service's Idempotency-Key answers of one period (``service.idempotency``), in the stream's slot."""

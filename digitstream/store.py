@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from .commit_script import TRIM_PROBE, WRITE_SCRIPT, WRITE_SCRIPT_SHARDED
+from .commit_script import STREAM_SCRIPT, TRIM_PROBE, WRITE_SCRIPT, WRITE_SCRIPT_SHARDED
 from .connections import is_cluster
 from .protocol import Keys
 from .snapshot import Snapshot, SnapshotError, decode_snapshot, encode_snapshot
@@ -43,6 +43,7 @@ class SnapshotRefused(RuntimeError):
 
 
 ANY_PARENT = "*"  # write_snapshot(parent=ANY_PARENT): no compare-and-set (tests, benchmarks, imports)
+RETRIES = 10  # writes refused because the versions changed since the writer read them (then StaleParent)
 
 
 def write_snapshot(
@@ -64,23 +65,25 @@ def write_snapshot(
 
     ``snapshot.meta["version"]`` is ignored: the script assigns latest + 1 and stores it in the
     hash's ``version`` field. Raises LeaseLost if ``lease_token`` does not hold the model's lease,
-    StaleParent if ``latest`` is not ``parent`` (None: no version yet; ``ANY_PARENT``: not checked),
-    SnapshotRefused if a key has the wrong type or an argument is bad; in each case nothing is written.
+    StaleParent if ``latest`` is not ``parent`` (None: no version yet; ``ANY_PARENT``: the latest
+    read just before, written again on top of whatever came in between), SnapshotRefused if a key
+    has the wrong type or an argument is bad; in each case nothing is written.
     ``trim_minid`` trims the stream below that id; ``trim_maxlen`` (>= ``TRIM_PROBE``) also keeps it
     to that many entries, but only while no more than ``TRIM_PROBE`` entries after the lowest
     reader's position are waiting to be learned. ``reader`` (a model name) records the snapshot's
     ``last_id`` as that model's position in ``Keys.readers``; no trim passes any reader's position.
     Versions kept: the newest ``keep``, the pinned one, one per minute for ``keep_minutely`` minutes
     and one per hour for ``keep_hourly`` hours.
+
+    When the stream is not in the model's slot (``Keys.stream_apart``) the reader's position and the
+    trims are a second script in the stream's slot, run once the snapshot is committed; a
+    SnapshotRefused from that step says the snapshot itself was written.
     """
     meta = {k: v for k, v in snapshot.meta.items() if k != "version"}
     fields = encode_snapshot(Snapshot(meta, snapshot.arrays))
-    learned_id = str(meta.get("last_id") or "0-0")
-    parent_arg = "" if parent is None else str(parent)
-    args: list[Any] = [
-        lease_token, parent_arg, keys.snapshot_prefix, trim_minid or "", trim_maxlen, learned_id, reader or "",
-        keep, keep_minutely, keep_hourly, len(fields),
-    ]  # fmt: skip
+    stream_args = [str(meta.get("last_id") or "0-0"), reader or "", trim_minid or "", trim_maxlen]
+    apart = keys.stream_apart
+    args: list[Any] = ["0" if apart else "1", *stream_args, len(fields)]
     for name, value in fields.items():
         args += [name, value]
     args.append(len(deadletters))
@@ -88,22 +91,74 @@ def write_snapshot(
         args.append(len(entry))
         for name, value in entry.items():
             args += [name, value]
-    script_keys = [
-        keys.snapshot_latest, keys.snapshot_versions, keys.snapshot_events, keys.lease, keys.samples, keys.deadletter,
-        keys.snapshot_times, keys.pinned, keys.readers,
+    model_keys = [
+        keys.snapshot_latest, keys.snapshot_versions, keys.snapshot_events, keys.lease, keys.deadletter,
+        keys.snapshot_times, keys.pinned,
     ]  # fmt: skip
-    try:
-        script = WRITE_SCRIPT_SHARDED if is_cluster(client) else WRITE_SCRIPT
-        return int(client.eval(script, len(script_keys), *script_keys, *args))
-    except redis.ResponseError as exc:
-        message = str(exc)
-        if message.startswith("LEASE"):
-            raise LeaseLost(f"lease {keys.lease} is not held by {lease_token}") from None
-        if message.startswith("STALE"):
-            raise StaleParent(f"snapshot of model {keys.model!r} not written: {message[6:]}") from None
-        if message.startswith(("BADSTATE", "BADARG")):
-            raise SnapshotRefused(f"snapshot of model {keys.model!r} not written: {message}") from None
-        raise
+    if not apart:
+        model_keys += [keys.samples, keys.readers]
+    script = WRITE_SCRIPT_SHARDED if is_cluster(client) else WRITE_SCRIPT
+    for attempt in range(1, RETRIES + 1):
+        built_on, versions = _versions_read(client, keys, parent)
+        new_key = keys.snapshot(1 if built_on is None else built_on + 1)
+        named = {new_key, *model_keys}
+        candidates = [key for key in collectable(keys, versions, keep) if key not in named]
+        script_keys = [*model_keys[:7], new_key, *model_keys[7:], *candidates]
+        head = [lease_token, "" if built_on is None else str(built_on), keys.snapshot_prefix, keep, keep_minutely,
+                keep_hourly]  # fmt: skip
+        try:
+            version = int(client.eval(script, len(script_keys), *script_keys, *head, *args))
+            break
+        except redis.ResponseError as exc:
+            message = str(exc)
+            retry = message.startswith("UNDECLARED") or (message.startswith("STALE") and parent == ANY_PARENT)
+            if retry and attempt < RETRIES:
+                continue  # nothing was written: read the versions again
+            _raise_refusal(keys, lease_token, message)
+            raise
+    if apart and (reader or trim_minid or trim_maxlen):
+        try:
+            client.eval(STREAM_SCRIPT, 2, keys.samples, keys.readers, *stream_args)
+        except redis.ResponseError as exc:
+            message = f"snapshot {version} of model {keys.model!r} written, its stream step refused: {exc}"
+            raise SnapshotRefused(message) from None
+    return version
+
+
+def collectable(keys: Keys, versions: list[bytes], keep: int) -> list[str]:
+    """The hashes of the versions a write keeping ``keep`` may collect: all but the newest ``keep - 1`` listed.
+
+    ``versions`` is ``Keys.snapshot_versions`` oldest first, as read before the write; the script
+    decides which of them it drops (the pin, the history) and refuses to drop one not declared.
+
+    >>> collectable(Keys.for_model("m"), [b"3", b"7", b"8", b"9"], keep=3)
+    ['{m}:snapshot:3', '{m}:snapshot:7']
+    """
+    return [keys.snapshot_prefix + v.decode(errors="replace") for v in versions[: max(0, len(versions) - keep + 1)]]
+
+
+def _versions_read(client: RedisClient, keys: Keys, parent: int | str | None) -> tuple[int | None, list[bytes]]:
+    """(the version the write builds on, the kept versions oldest first), in one round trip (one slot)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.get(keys.snapshot_latest)
+    pipe.zrange(keys.snapshot_versions, 0, -1)
+    latest, versions = pipe.execute(raise_on_error=False)
+    if isinstance(versions, Exception):  # not a sorted set: the script says so
+        versions = []
+    if parent != ANY_PARENT:
+        return (None if parent is None or parent == "" else int(parent)), versions
+    if isinstance(latest, bytes) and latest.isdigit():
+        return int(latest), versions
+    return None, versions  # none yet (or not a number, which the script refuses)
+
+
+def _raise_refusal(keys: Keys, lease_token: str, message: str) -> None:
+    if message.startswith("LEASE"):
+        raise LeaseLost(f"lease {keys.lease} is not held by {lease_token}") from None
+    if message.startswith("STALE"):
+        raise StaleParent(f"snapshot of model {keys.model!r} not written: {message[6:]}") from None
+    if message.startswith(("BADSTATE", "BADARG", "UNDECLARED")):
+        raise SnapshotRefused(f"snapshot of model {keys.model!r} not written: {message}") from None
 
 
 def register_reader(client: RedisClient, keys: Keys, last_id: str) -> None:
@@ -149,6 +204,7 @@ __all__ = [
     "LeaseLost",
     "SnapshotRefused",
     "StaleParent",
+    "collectable",
     "latest_version",
     "list_versions",
     "parse_event",
