@@ -81,7 +81,7 @@ def write_snapshot(
     """
     meta = {k: v for k, v in snapshot.meta.items() if k != "version"}
     fields = encode_snapshot(Snapshot(meta, snapshot.arrays))
-    stream_args = [str(meta.get("last_id") or "0-0"), reader or "", trim_minid or "", trim_maxlen]
+    stream_args: list[Any] = [str(meta.get("last_id") or "0-0"), reader or "", trim_minid or "", trim_maxlen]
     apart = keys.stream_apart
     args: list[Any] = ["0" if apart else "1", *stream_args, len(fields)]
     for name, value in fields.items():
@@ -95,17 +95,16 @@ def write_snapshot(
         keys.snapshot_latest, keys.snapshot_versions, keys.snapshot_events, keys.lease, keys.deadletter,
         keys.snapshot_times, keys.pinned,
     ]  # fmt: skip
-    if not apart:
-        model_keys += [keys.samples, keys.readers]
+    stream_keys = [] if apart else [keys.samples, keys.readers]
     script = WRITE_SCRIPT_SHARDED if is_cluster(client) else WRITE_SCRIPT
     for attempt in range(1, RETRIES + 1):
         built_on, versions = _versions_read(client, keys, parent)
         new_key = keys.snapshot(1 if built_on is None else built_on + 1)
-        named = {new_key, *model_keys}
+        named = {new_key, *model_keys, *stream_keys}
         candidates = [key for key in collectable(keys, versions, keep) if key not in named]
-        script_keys = [*model_keys[:7], new_key, *model_keys[7:], *candidates]
-        head = [lease_token, "" if built_on is None else str(built_on), keys.snapshot_prefix, keep, keep_minutely,
-                keep_hourly]  # fmt: skip
+        script_keys = [*model_keys, new_key, *stream_keys, *candidates]
+        parent_arg = "" if built_on is None else str(built_on)
+        head: list[Any] = [lease_token, parent_arg, keys.snapshot_prefix, keep, keep_minutely, keep_hourly]
         try:
             version = int(client.eval(script, len(script_keys), *script_keys, *head, *args))
             break
