@@ -8,7 +8,7 @@ asks the server which arguments of each command are keys (``COMMAND GETKEYS``).
 
     with watch_scripts(client) as runs:
         ...  # anything that runs scripts
-    for run in runs: assert run.touched <= run.declared
+    assert_declared(runs)  # each touched only keys it declared, all in one slot
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import redis
+from redis.cluster import key_slot
 
 _ESCAPES = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("a"): b"\a", ord("b"): b"\b"}
 
@@ -89,7 +90,12 @@ class _Monitor:
         self.client = client
         self.lines: list[tuple[str, list[bytes]]] = []
         self.marker = f"watch-scripts-end-{uuid.uuid4().hex}".encode()
-        self._monitor = client.monitor()
+        pool = client.connection_pool  # the same server, without a read timeout: a node may be quiet for long
+        options = {**pool.connection_kwargs, "socket_timeout": None}
+        self._watcher = redis.Redis(
+            connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **options)
+        )
+        self._monitor = self._watcher.monitor()
         self._monitor.__enter__()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -106,6 +112,7 @@ class _Monitor:
         self.client.echo(self.marker)
         self._thread.join(60)
         self._monitor.__exit__(None, None, None)
+        self._watcher.close()
         assert not self._thread.is_alive(), "the MONITOR stream never showed the end marker"
 
     def runs(self) -> list[ScriptRun]:
@@ -144,6 +151,14 @@ def _keys_of(client: redis.Redis, command: list[bytes], keyless: dict[bytes, boo
         if keyless[name]:
             return set()
         raise
+
+
+def assert_declared(runs: list[ScriptRun]) -> None:
+    """Each run touched only keys it declared, and declared keys of one cluster slot."""
+    assert runs, "no script ran"
+    for run in runs:
+        assert not run.undeclared, f"script {run.sha} touched undeclared keys {sorted(run.undeclared)}"
+        assert len({key_slot(key) for key in run.declared}) <= 1, f"script {run.sha} declared keys of several slots"
 
 
 @contextlib.contextmanager

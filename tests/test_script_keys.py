@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from redis.cluster import key_slot
 
 from digitstream.clients.producer import APPEND_SCRIPT
 from digitstream.clients.publisher import Publisher
@@ -30,7 +29,7 @@ from digitstream.snapshot import snapshot_of
 from digitstream.store import list_versions, write_snapshot
 from service.idempotency import _PUBLISH_ONCE
 from service.learning import BACKLOG_SCRIPT
-from tests.script_support import ScriptRun, sha, watch_scripts
+from tests.script_support import assert_declared, sha, watch_scripts
 from tests.service_support import LiveServer, make_app  # noqa: F401
 from tests.worker_support import latest, publish, wait_for
 
@@ -41,14 +40,6 @@ TOKEN = "writer"
 def digits(mnist_train: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     images, labels = mnist_train
     return images.reshape(len(labels), N_PIXELS)[:2000], labels[:2000].astype(np.int64)
-
-
-def assert_declared(runs: list[ScriptRun]) -> None:
-    """Each run touched only declared keys, and declared keys of one slot."""
-    assert runs, "no script ran"
-    for run in runs:
-        assert not run.undeclared, f"script {run.sha} touched undeclared keys {sorted(run.undeclared)}"
-        assert len({key_slot(key) for key in run.declared}) <= 1, f"script {run.sha} declared keys of several slots"
 
 
 def a_snapshot(last_id: str) -> Any:
