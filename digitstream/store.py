@@ -14,6 +14,7 @@ fields are the ``SnapshotMeta`` contract in ``digitstream.contracts``.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -79,34 +80,14 @@ def write_snapshot(
     trims are a second script in the stream's slot, run once the snapshot is committed; a
     SnapshotRefused from that step says the snapshot itself was written.
     """
-    meta = {k: v for k, v in snapshot.meta.items() if k != "version"}
-    fields = encode_snapshot(Snapshot(meta, snapshot.arrays))
-    stream_args: list[Any] = [str(meta.get("last_id") or "0-0"), reader or "", trim_minid or "", trim_maxlen]
-    apart = keys.stream_apart
-    args: list[Any] = ["0" if apart else "1", *stream_args, len(fields)]
-    for name, value in fields.items():
-        args += [name, value]
-    args.append(len(deadletters))
-    for entry in deadletters:
-        args.append(len(entry))
-        for name, value in entry.items():
-            args += [name, value]
-    model_keys = [
-        keys.snapshot_latest, keys.snapshot_versions, keys.snapshot_events, keys.lease, keys.deadletter,
-        keys.snapshot_times, keys.pinned,
-    ]  # fmt: skip
-    stream_keys = [] if apart else [keys.samples, keys.readers]
-    script = WRITE_SCRIPT_SHARDED if is_cluster(client) else WRITE_SCRIPT
+    write = SnapshotWrite(
+        keys, snapshot, lease_token=lease_token, keep=keep, parent=parent, deadletters=deadletters,
+        trim_minid=trim_minid, trim_maxlen=trim_maxlen, reader=reader, keep_minutely=keep_minutely,
+        keep_hourly=keep_hourly,
+    )  # fmt: skip
     for attempt in range(1, RETRIES + 1):
-        built_on, versions = _versions_read(client, keys, parent)
-        new_key = keys.snapshot(1 if built_on is None else built_on + 1)
-        named = {new_key, *model_keys, *stream_keys}
-        candidates = [key for key in collectable(keys, versions, keep) if key not in named]
-        script_keys = [*model_keys, new_key, *stream_keys, *candidates]
-        parent_arg = "" if built_on is None else str(built_on)
-        head: list[Any] = [lease_token, parent_arg, keys.snapshot_prefix, keep, keep_minutely, keep_hourly]
         try:
-            version = int(client.eval(script, len(script_keys), *script_keys, *head, *args))
+            version = int(write.call(client).run(client))
             break
         except redis.ResponseError as exc:
             message = str(exc)
@@ -115,13 +96,74 @@ def write_snapshot(
                 continue  # nothing was written: read the versions again
             _raise_refusal(keys, lease_token, message)
             raise
-    if apart and (reader or trim_minid or trim_maxlen):
+    step = write.stream_call()
+    if step is not None:
         try:
-            client.eval(STREAM_SCRIPT, 2, keys.samples, keys.readers, *stream_args)
+            step.run(client)
         except redis.ResponseError as exc:
             message = f"snapshot {version} of model {keys.model!r} written, its stream step refused: {exc}"
             raise SnapshotRefused(message) from None
     return version
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """One run of a script, as ``EVAL`` sends it (built apart from sending it)."""
+
+    script: str
+    keys: list[str]
+    args: list[Any]
+
+    def run(self, client: RedisClient) -> Any:
+        return client.eval(self.script, len(self.keys), *self.keys, *self.args)
+
+
+class SnapshotWrite:
+    """The calls ``write_snapshot`` makes for one snapshot (same arguments): the snapshot script, the stream step."""
+
+    def __init__(
+        self, keys: Keys, snapshot: Snapshot, *, lease_token: str, keep: int, parent: int | str | None = ANY_PARENT,
+        deadletters: list[dict[bytes, bytes]] = (),  # type: ignore[assignment]
+        trim_minid: str | None = None, trim_maxlen: int = 0, reader: str | None = None, keep_minutely: int = 0,
+        keep_hourly: int = 0,
+    ) -> None:  # fmt: skip
+        self.keys, self.parent, self.keep = keys, parent, keep
+        self.options: list[Any] = [lease_token, keys.snapshot_prefix, keep, keep_minutely, keep_hourly]
+        meta = {k: v for k, v in snapshot.meta.items() if k != "version"}
+        fields = encode_snapshot(Snapshot(meta, snapshot.arrays))
+        self.stream_args: list[Any] = [str(meta.get("last_id") or "0-0"), reader or "", trim_minid or "", trim_maxlen]
+        self.stream_step = keys.stream_apart and bool(reader or trim_minid or trim_maxlen)
+        args: list[Any] = ["0" if keys.stream_apart else "1", *self.stream_args, len(fields)]
+        for name, value in fields.items():
+            args += [name, value]
+        args.append(len(deadletters))
+        for entry in deadletters:
+            args.append(len(entry))
+            for name, value in entry.items():
+                args += [name, value]
+        self.args = args
+        self.model_keys = [
+            keys.snapshot_latest, keys.snapshot_versions, keys.snapshot_events, keys.lease, keys.deadletter,
+            keys.snapshot_times, keys.pinned,
+        ]  # fmt: skip
+        self.stream_keys = [] if keys.stream_apart else [keys.samples, keys.readers]
+
+    def call(self, client: RedisClient) -> ScriptCall:
+        """The snapshot script's call, declaring the versions it may collect as ``client`` reads them now."""
+        built_on, versions = _versions_read(client, self.keys, self.parent)
+        new_key = self.keys.snapshot(1 if built_on is None else built_on + 1)
+        named = {new_key, *self.model_keys, *self.stream_keys}
+        candidates = [key for key in collectable(self.keys, versions, self.keep) if key not in named]
+        token, *limits = self.options
+        head = [token, "" if built_on is None else str(built_on), *limits]
+        script = WRITE_SCRIPT_SHARDED if is_cluster(client) else WRITE_SCRIPT
+        return ScriptCall(script, [*self.model_keys, new_key, *self.stream_keys, *candidates], [*head, *self.args])
+
+    def stream_call(self) -> ScriptCall | None:
+        """The stream step's call (the reader's position and the trims, in the stream's slot), if it has one."""
+        if not self.stream_step:
+            return None
+        return ScriptCall(STREAM_SCRIPT, [self.keys.samples, self.keys.readers], self.stream_args)
 
 
 def collectable(keys: Keys, versions: list[bytes], keep: int) -> list[str]:
@@ -137,15 +179,14 @@ def collectable(keys: Keys, versions: list[bytes], keep: int) -> list[str]:
 
 
 def _versions_read(client: RedisClient, keys: Keys, parent: int | str | None) -> tuple[int | None, list[bytes]]:
-    """(the version the write builds on, the kept versions oldest first), in one round trip (one slot)."""
-    pipe = client.pipeline(transaction=False)
-    pipe.get(keys.snapshot_latest)
-    pipe.zrange(keys.snapshot_versions, 0, -1)
-    latest, versions = pipe.execute(raise_on_error=False)
-    if isinstance(versions, Exception):  # not a sorted set: the script says so
+    """(the version the write builds on, the kept versions oldest first): for ``ANY_PARENT``, the latest now."""
+    try:
+        versions: list[bytes] = client.zrange(keys.snapshot_versions, 0, -1)  # type: ignore[assignment]
+    except redis.ResponseError:  # not a sorted set: the script says so
         versions = []
     if parent != ANY_PARENT:
         return (None if parent is None or parent == "" else int(parent)), versions
+    latest = client.get(keys.snapshot_latest)
     if isinstance(latest, bytes) and latest.isdigit():
         return int(latest), versions
     return None, versions  # none yet (or not a number, which the script refuses)
@@ -201,7 +242,9 @@ __all__ = [
     "ANY_PARENT",
     "TRIM_PROBE",
     "LeaseLost",
+    "ScriptCall",
     "SnapshotRefused",
+    "SnapshotWrite",
     "StaleParent",
     "collectable",
     "latest_version",

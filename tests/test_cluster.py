@@ -32,11 +32,12 @@ from digitstream.learner import DeltaRuleLearner, HyperParameters
 from digitstream.protocol import N_PIXELS
 from digitstream.settings import Settings, load_settings
 from digitstream.snapshot import snapshot_of
-from digitstream.store import list_versions, read_snapshot, write_snapshot
+from digitstream.store import SnapshotWrite, list_versions, read_snapshot, write_snapshot
 from digitstream.worker.loop import Worker
 from tests.cli_support import assert_one_line_error, cli_env, run_cli
 from tests.cluster_support import (  # noqa: F401
     LocalCluster,
+    Node,
     cluster,
     cluster_session,
     cluster_url,
@@ -70,6 +71,12 @@ def write(client: Any, settings: Settings, learner: DeltaRuleLearner, *, take_le
     meta = {"model": settings.model_name, "samples_learned": learner.n_samples, "last_id": "1-0",
             "created_at": time.time(), "entries_consumed": learner.n_samples}  # fmt: skip
     return write_snapshot(client, settings.keys, snapshot_of(learner, **meta), lease_token=LEASE, keep=10)
+
+
+def script_calls(node: Node) -> int:
+    """EVAL calls the node has run (INFO commandstats; the stall's loop is an EVAL_RO)."""
+    stats: Any = node.command("INFO", "commandstats")
+    return int(stats.get("cmdstat_eval", {}).get("calls", 0))
 
 
 @contextlib.contextmanager
@@ -153,22 +160,31 @@ def test_the_worker_client_never_sends_a_snapshot_twice(cluster: LocalCluster, d
 
     The node is kept busy past the client's timeout; the script waiting in its socket runs when the
     node comes back. A client that retries after a timeout (the command line's, redis-py's default)
-    sends it again and the snapshot is written twice: the hazard the worker's client is built against.
+    sends it again: the hazard the worker's client is built against. The script's compare-and-set on
+    the parent version (the ``latest`` read when the call was built) refuses the second run, so even
+    then the snapshot is written once.
     """
     settings = Settings(redis_url=cluster.url, model_name="m", block_ms=1, redis_timeout=0.5)
-    learner = learner_after(*digits, 100)
+    meta = {"model": "m", "samples_learned": 100, "last_id": "1-0", "created_at": time.time(), "entries_consumed": 100}
+    snapshot = snapshot_of(learner_after(*digits, 100), **meta)
     node = cluster.master_of(settings.keys.snapshot_latest)
     worker, client = worker_client(settings), client_client(settings)
     try:
         client.set(settings.keys.lease, LEASE)
         assert worker.get(settings.keys.lease) == client.get(settings.keys.lease) == LEASE.encode()  # connected
+        call = SnapshotWrite(settings.keys, snapshot, lease_token=LEASE, keep=10).call(worker)  # read before the stall
+        sent = script_calls(node)
         with node.stalled(1.5), pytest.raises(redis.TimeoutError):
-            write(worker, settings, learner, take_lease=False)
+            call.run(worker)
         assert wait_for(lambda: list_versions(client, settings.keys), timeout=10) == [1]
+        assert script_calls(node) == sent + 1, "sent once"
 
-        with node.stalled(1.5):
-            write(client, settings, learner, take_lease=False)  # no error: it was sent again...
-        assert len(list_versions(client, settings.keys)) >= 3  # ...and written more than once (2, 3, ...)
+        call = SnapshotWrite(settings.keys, snapshot, lease_token=LEASE, keep=10).call(client)
+        sent = script_calls(node)
+        with node.stalled(1.5), contextlib.suppress(redis.ResponseError):
+            call.run(client)  # refused (STALE) if the resend ran second
+        assert script_calls(node) >= sent + 2, "sent again..."
+        assert wait_for(lambda: list_versions(client, settings.keys), timeout=10) == [1, 2], "...and written once"
     finally:
         worker.close()
         client.close()

@@ -111,25 +111,18 @@ def test_versions_changed_since_the_writer_read_them_are_declared_on_the_retry(
     (``UNDECLARED``, nothing written) and the writer reads the versions again."""
     keys = Keys.for_model("m")
     history(redis_client, keys, 3)
-    original = redis_client.pipeline
+    read = redis_client.zrange
     sneaked: list[bool] = []
 
-    def pipeline_then_sneak(*args: Any, **kwargs: Any) -> Any:  # fault injection: right after the writer's read
-        pipe = original(*args, **kwargs)
-        execute = pipe.execute
+    def read_then_sneak(*args: Any, **kwargs: Any) -> Any:  # fault injection: right after the writer's read
+        answer = read(*args, **kwargs)
+        if not sneaked:
+            sneaked.append(True)
+            redis_client.zadd(keys.snapshot_versions, {"0": 0})
+            redis_client.hset(keys.snapshot(0), "version", 0)
+        return answer
 
-        def execute_then_sneak(**options: Any) -> Any:
-            answer = execute(**options)
-            if not sneaked:
-                sneaked.append(True)
-                redis_client.zadd(keys.snapshot_versions, {"0": 0})
-                redis_client.hset(keys.snapshot(0), "version", 0)
-            return answer
-
-        pipe.execute = execute_then_sneak
-        return pipe
-
-    monkeypatch.setattr(redis_client, "pipeline", pipeline_then_sneak)
+    monkeypatch.setattr(redis_client, "zrange", read_then_sneak)
     with watch_scripts(redis_client) as runs:
         version = write_snapshot(redis_client, keys, a_snapshot("0-0"), lease_token=TOKEN, keep=2, parent=3)
 
