@@ -7,6 +7,11 @@ could fail, the writer's lease and that ``latest`` is still the version it built
 (``digitstream.commit_script``): a worker that lost its lease (paused, partitioned) or missed a
 version can never overwrite its successor, and a refused write leaves Redis unchanged.
 
+The script is given every key it touches: the writer reads the kept versions just before and
+declares the new version's hash and every version the script may collect (``SnapshotWrite``). On a
+stream outside the model's slot (``Keys.stream_apart``, a shared stream) the reader's position and
+the trim are a second script, run after the snapshot's, in the stream's slot.
+
 Snapshot metadata (JSON, ``Snapshot.meta``) is written by the worker and read by the service; its
 fields are the ``SnapshotMeta`` contract in ``digitstream.contracts``.
 """

@@ -185,3 +185,24 @@ def test_a_worker_whose_parent_was_overtaken_reloads_the_latest_and_learns_each_
     expected, _ = reference(worker.settings, images, labels)
     assert final is not None and final.samples_learned == 300 and final.version > 2
     assert state_difference(final.learner(), expected) < 1e-9, "learned once each, on top of the twin's version"
+
+
+def test_on_a_shared_stream_the_snapshot_lands_first_and_the_stream_step_catches_up(redis_client: redis.Redis) -> None:
+    """A stream outside the model's slot is trimmed by a second script, after the snapshot's: when that step does
+    not happen (here refused: the readers key is a string; a crash or an outage does the same), the snapshot is
+    written and the stream kept whole, the model's position behind; the next snapshot's step trims."""
+    keys = Keys.for_model("digitstream", "{shared}:samples")
+    redis_client.set(keys.lease, TOKEN)
+    ids = [redis_client.xadd(keys.samples, {"label": str(i)}, id=f"{1000 + i}-0") for i in range(5)]
+    redis_client.set(keys.readers, "not a hash")
+    options: dict[str, Any] = {"lease_token": TOKEN, "keep": 3, "trim_minid": "1004-0", "reader": "digitstream"}
+
+    with pytest.raises(SnapshotRefused, match="snapshot 1 of model 'digitstream' written, its stream step refused"):
+        write_snapshot(redis_client, keys, snapshot("1002-0"), parent=None, **options)
+    assert list_versions(redis_client, keys) == [1]
+    assert [e[0] for e in redis_client.xrange(keys.samples)] == ids, "nothing trimmed"
+
+    redis_client.delete(keys.readers)
+    assert write_snapshot(redis_client, keys, snapshot("1002-0"), parent=1, **options) == 2
+    assert [e[0] for e in redis_client.xrange(keys.samples)] == ids[3:]
+    assert redis_client.hgetall(keys.readers) == {b"digitstream": b"1002-0"}

@@ -14,7 +14,8 @@
 * **Fenced by the parent version.** Each write names the version the worker's state descends
   from; the script refuses it (``StaleParent``, handled like a lost lease: reload the latest) if
   ``latest`` is anything else, and checks everything before its first write (all or nothing).
-* **Retention.** The same script trims learned entries from the stream: below a MINID that keeps
+* **Retention.** The same script trims learned entries from the stream (a stream outside the model's
+  slot, ``Keys.stream_apart``: a second script right after it, in the stream's slot): below a MINID that keeps
   the newest ``retention_max_len`` entries this worker consumed and none older than
   ``retention_max_age``; and, until this worker has consumed ``retention_max_len`` entries itself,
   to that length while little is left to learn (``worker.retention``, ``store.TRIM_PROBE``).
