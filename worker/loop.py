@@ -13,23 +13,16 @@ The rooms around it (see also docs/worker.md):
 * ``worker.pieces``: a read with packed entries learned in batches of ``batch_size`` samples,
   cut inside an entry if need be (the position then records the offset in it).
 
+* ``worker.inflight``: the batches handed to the learner thread, queued in stream order.
+* ``worker.isolate``: the divergence guard (a batch leaving non-finite weights, or raising, is
+  bisected from its checkpoint: the offending samples are dead-lettered, the others learned).
+* ``worker.restarts``: starts counted per position; a crash loop is reported.
+
 **Throughput.** Reading and decoding (redis-py + hiredis, the main thread, holding the GIL)
-overlap with learning (a learner thread running the numba kernel, which releases the GIL): the
-next batch is read while the previous one is learned, and handed to the learner thread before
-that one is finished (queued behind it, on the learner it leaves), so the learner goes from batch
-to batch without waiting for the main thread's bookkeeping: finishing a batch (dead letters,
-position, metrics) happens while the next one is learned. Batches are finished in stream order.
-A snapshot waits until no batch is in flight, so every snapshot is consistent.
-
-**Divergence guard, and faults narrowed to entries** (``worker.isolate``). The learner state is
-copied at the start of each batch; if the batch leaves non-finite weights, or learning raises,
-that copy is restored and the batch bisected down to the samples that cause it: they are
-dead-lettered (``diverged``, or ``internal error: ...``), every other sample is learned, a
-``divergence`` (or ``internal``) fault is recorded and logged as an ERROR, and learning goes
-on. The same holds for a read whose decoding raises. A non-finite state is never written.
-
-**Crash loops.** Each start is counted per position (``worker.restarts``); a worker that keeps
-restarting at one position reports it (a ``crash-loop`` fault, the ``crash-looping`` health).
+overlap with learning (the learner thread, in the numba kernel, which releases the GIL): the
+next batch is read while the one before is learned, and queued behind it, so the learner goes from
+batch to batch while the main thread finishes each (dead letters, position, metrics) in stream
+order. A snapshot waits until no batch is in flight, so every snapshot is consistent.
 """
 
 from __future__ import annotations
@@ -39,11 +32,8 @@ import os
 import socket
 import uuid
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-
-import numpy as np
 
 from digitstream.connections import RedisClient
 from digitstream.contracts import WorkerState, WorkerStatus
@@ -55,7 +45,8 @@ from digitstream.store import LeaseLost, latest_version
 
 from .commit import Commits, load_latest
 from .dedupe import Producers
-from .isolate import DIVERGED, Learned, as_fields, decode_isolating, learn_guarded, offender_fields
+from .inflight import InFlight, LearnerQueue
+from .isolate import DIVERGED, Learned, as_fields, decode_isolating, offender_fields
 from .lease import Claim, Lease
 from .metrics import ROLLING_ARRAY, OnlineMetrics
 from .pieces import pieces, skip_consumed
@@ -69,22 +60,6 @@ log = logging.getLogger("digitstream.worker")
 
 
 _Piece = tuple[DecodedBatch, list[bytes], list[list[Any]]]  # a piece, the entries it finishes, and its read
-
-
-@dataclass
-class _InFlight:
-    """A batch being learned in the learner thread, and the read it came from (for dead letters)."""
-
-    batch: DecodedBatch
-    entries: list[list[Any]]
-    future: Future[Learned] | None  # None: nothing to learn (every sample a duplicate), only to consume
-    duplicates: int = 0
-    entry_ids: list[bytes] = field(default_factory=list)  # the entries the batch finishes (a piece: not all)
-
-    @property
-    def samples(self) -> int:
-        """The samples finishing it passes: learned or left out, rejected, or duplicates."""
-        return len(self.batch.ids) + len(self.batch.rejects) + self.duplicates
 
 
 class Worker:
@@ -113,7 +88,6 @@ class Worker:
         self._samples_learned = learner.n_samples if learner is not None else 0
         self.position = Position()
         self.metrics = OnlineMetrics(self.settings.rolling_window)
-        self._unscored: list[tuple[np.ndarray, np.ndarray]] = []  # finished batches' (predictions, labels)
         self.health = Health(self.settings, self.client, self.retry)
         self.commits = Commits(self.settings, self.client, self.worker_id, self.retry)
         self.producers = Producers(self.settings.producers_max, self.settings.producer_ttl)
@@ -168,7 +142,7 @@ class Worker:
         self.state = "stopped"
 
     def _learn(self, executor: ThreadPoolExecutor, burst: bool) -> None:
-        in_flight: deque[_InFlight] = deque()  # handed to the learner thread, not finished yet (at most 2)
+        in_flight = LearnerQueue(executor)  # handed to the learner thread, not finished yet (at most 2)
         pending: deque[_Piece] = deque()  # pieces of the last read not yet handed to the learner
         cut = False  # whether the last read was cut in pieces
         try:
@@ -182,16 +156,14 @@ class Worker:
                     # The last piece of a read cut in pieces: read the next one while the piece before is learned.
                     pending.extend(self._decoded(self._read(block=False)))
                     cut = len(pending) > 1
-                # Finish the oldest batch; the one queued behind it is learned meanwhile. With nothing
-                # to queue next, stopping, or a snapshot due by count once they are finished (so that it
-                # falls every snapshot_every samples and MAX_PENDING_DEADLETTERS, as before), finish them all.
-                while len(in_flight) > 1 or (
-                    in_flight and (batch is None or self._stopping or self._due_after(in_flight))
-                ):
-                    self._finish(in_flight.popleft())
+                # Finish the oldest batch; the one queued behind it is learned meanwhile. With nothing to
+                # queue next, stopping, or a snapshot due by count once they are finished (so that it falls
+                # every snapshot_every samples and MAX_PENDING_DEADLETTERS dead letters), finish them all.
+                while len(in_flight) > 1 or (in_flight and (batch is None or self._stopping or self._due(in_flight))):
+                    self._finish(in_flight.oldest())
                 if self.commits.due(self.position, self.health.faults_seen):
                     while in_flight:  # a snapshot holds the learner at rest
-                        self._finish(in_flight.popleft())
+                        self._finish(in_flight.oldest())
                     self._snapshot()
                 if batch is None:
                     if burst:
@@ -199,22 +171,18 @@ class Worker:
                     continue
                 if self._stopping:
                     break  # the read-ahead is not committed: the next run reads it again
-                in_flight.append(self._start(executor, batch, entry_ids, entries, in_flight))
-                self._score()  # the batches finished before, while this one is learned
+                self._start(in_flight, batch, entry_ids, entries)
+                self.metrics.flush()  # the batches finished before, while this one is learned
             while in_flight:
-                self._finish(in_flight.popleft())
+                self._finish(in_flight.oldest())
             if self.commits.has_news(self.position, self.health.faults_seen):
                 self._snapshot(final=True)
         finally:
-            for job in in_flight:  # an exception left batches in the learner thread: let them end first
-                if job.future is not None:
-                    job.future.exception()
+            in_flight.settle()  # an exception left batches in the learner thread: let them end first
 
-    def _due_after(self, in_flight: deque[_InFlight]) -> bool:
-        """Whether finishing the batches in flight makes a snapshot due by count (of samples, or of the
-        dead letters of their rejects), so that none is queued behind them before it."""
-        samples = self.position.samples_passed + sum(job.samples for job in in_flight)
-        return self.commits.due_by_count(samples, sum(len(job.batch.rejects) for job in in_flight))
+    def _due(self, in_flight: LearnerQueue) -> bool:
+        """Whether finishing the batches in flight makes a snapshot due by count (samples, or dead letters)."""
+        return self.commits.due_by_count(self.position.samples_passed + in_flight.samples(), in_flight.rejects())
 
     def _read(self, block: bool) -> list[list[Any]]:
         try:
@@ -238,38 +206,14 @@ class Worker:
         return [(piece, finished, entries) for piece, finished in cut]
 
     def _start(
-        self,
-        executor: ThreadPoolExecutor,
-        batch: DecodedBatch,
-        entry_ids: list[bytes],
-        entries: list[list[Any]],
-        in_flight: deque[_InFlight],
-    ) -> _InFlight:
-        """Hand a decoded piece of a read to the learner thread, queued behind the batches in flight
-        (it learns on the learner the last of them leaves); to be finished after them."""
-        batch, duplicates = self.producers.filter(batch)  # here, not at the read: a stopping worker's read-ahead
-        if not batch.ids:  # nothing to learn: consumed in its turn, which leaves the marks as the position does
-            return _InFlight(batch, entries, None, duplicates, entry_ids)
-        after = next((job.future for job in reversed(in_flight) if job.future is not None), None)
-        learner = self.learner if after is None else None
-        future = executor.submit(self._learn_batch, learner, after, batch)
-        return _InFlight(batch, entries, future, duplicates, entry_ids)
+        self, in_flight: LearnerQueue, batch: DecodedBatch, entry_ids: list[bytes], entries: list[list[Any]]
+    ) -> None:
+        """Queue a decoded piece of a read for the learner thread, behind the batches in flight."""
+        batch, duplicates = self.producers.filter(batch)  # not at the read: a stopping worker's read-ahead
+        assert self.learner is not None
+        in_flight.submit(InFlight(batch, entries, None, duplicates, entry_ids), self.learner)
 
-    def _learn_batch(self, learner: Learner | None, after: Future[Learned] | None, batch: DecodedBatch) -> Learned:
-        """In the learner thread: learn a batch (on ``learner``, or on the one the batch ``after`` left),
-        leaving out the samples that raise or diverge.
-
-        Only this thread touches the learner while a batch is in flight; the main thread reads the
-        next batch meanwhile, finishes and scores the batches before (``_finish``, ``_score``), and
-        takes the learner back (``self.learner``) only with no batch in flight. The learner thread
-        does nothing but learn: the scoring (river's ADWIN among it, about an eighth of the learning
-        time) is off its path.
-        """
-        start = after.result().learner if after is not None else learner
-        assert start is not None
-        return learn_guarded(start, batch.images, batch.labels)  # one state copy per batch: the undo
-
-    def _finish(self, job: _InFlight) -> None:
+    def _finish(self, job: InFlight) -> None:
         """Wait for a batch's learning, dead-letter the samples it left out, move the position past it."""
         if job.future is None:
             self._consume(job.batch, job.entry_ids, duplicates=job.duplicates)
@@ -277,12 +221,12 @@ class Worker:
         learned = job.future.result()
         self.learner = learned.learner
         self._samples_learned = learned.n_samples
-        self._unscored.append((learned.predictions, job.batch.labels[learned.keep]))
+        self.metrics.defer(learned.predictions, job.batch.labels[learned.keep])
         if learned.offenders:
             self._left_out(job, learned)
         self._consume(job.batch, job.entry_ids, duplicates=job.duplicates, dead=len(learned.offenders))
 
-    def _left_out(self, job: _InFlight, learned: Learned) -> None:
+    def _left_out(self, job: InFlight, learned: Learned) -> None:
         """Dead letters (with the entries' original fields) and faults for the samples a batch left out."""
         fields = {entry[0]: entry[1] for entry in job.entries}
         for index, reason in learned.offenders:
@@ -302,16 +246,10 @@ class Worker:
         dead += len(batch.rejects)
         self.position.consume(batch.last_id, len(entry_ids), self.samples_learned, dead, 0, duplicates, batch.partial)
 
-    def _score(self) -> None:
-        """Count the finished batches' predictions in the metrics, in stream order (logs the drift flagged)."""
-        for predictions, labels in self._unscored:
-            self.metrics.update(predictions, labels)
-        self._unscored.clear()
-
     def _snapshot(self, final: bool = False) -> None:
         """Commit state, position, dead letters and trim together, as the next version; then report it."""
         assert self.learner is not None
-        self._score()  # the metrics reach as far as the position
+        self.metrics.flush()  # the metrics reach as far as the position
         if not self.learner.is_finite():  # unreachable through the guard; never write such a state
             raise RuntimeError("refusing to snapshot non-finite weights")
         self.health.measure(self.samples_learned, self.position)

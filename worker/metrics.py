@@ -68,8 +68,20 @@ class OnlineMetrics:
         self._block_errors = 0
         self._block_count = 0
         self._recent_means: deque[float] = deque(maxlen=1024)  # block means, to tell a drift's direction
+        self._deferred: list[tuple[np.ndarray, np.ndarray]] = []  # learned batches' (predictions, labels)
 
     # -- updates --------------------------------------------------------------------------------
+    def defer(self, predictions: np.ndarray, labels: np.ndarray) -> None:
+        """Count a learned batch at the next ``flush`` (the worker's main thread scores while the next batch
+        is learned)."""
+        self._deferred.append((predictions, labels))
+
+    def flush(self) -> None:
+        """Count the deferred batches, in the order given (logs the drift they flag)."""
+        for predictions, labels in self._deferred:
+            self.update(predictions, labels)
+        self._deferred.clear()
+
     def update(self, predictions: np.ndarray, labels: np.ndarray) -> list[DriftEvent]:
         """Count one learned batch (in stream order); returns (and logs) the drift events it raised."""
         if len(labels) == 0:
