@@ -64,11 +64,12 @@ class Sizes:
     quick: bool
     packed_repeats: int = 3
     packed_passes: int = 20  # over the shared stream, end to end (issue 18)
+    packed_ingest_passes: int = 4  # over the shared stream, worker ingest against the learner alone
 
     @classmethod
     def for_run(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(1, 1, 1, 1.0, 1, 1, 4, True, packed_repeats=1, packed_passes=2)
+            return cls(1, 1, 1, 1.0, 1, 1, 4, True, packed_repeats=1, packed_passes=2, packed_ingest_passes=1)
         return cls(5, 5, 5, 5.0, 3, 5, 20, False)
 
 
@@ -130,7 +131,13 @@ def run(data_dir: Path, sizes: Sizes, echo: Callable[[str], None] = print) -> di
             ),
             (
                 "packed",
-                lambda: packed.run(data_dir, sizes.packed_repeats, sizes.packed_passes, server=server),
+                lambda: packed.run(
+                    data_dir,
+                    sizes.packed_repeats,
+                    sizes.packed_passes,
+                    server=server,
+                    ingest_passes=sizes.packed_ingest_passes,
+                ),
                 packed.table,
             ),
             (
