@@ -64,6 +64,8 @@ class NotACluster(RedisClusterException, ValueError):
 OUTAGE_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, ClusterDownError)
 
 WAIT_BACKOFF_MAX = 5.0  # seconds between the worker's attempts to reach a cluster at start
+#: Connections a worker client may open (per node): one per model thread of a pool, never the limit.
+WORKER_MAX_CONNECTIONS = 100_000
 
 
 def worker_client(settings: Settings) -> RedisClient:
@@ -86,6 +88,12 @@ def worker_client(settings: Settings) -> RedisClient:
 
     A cluster client discovers the cluster when it is built; this one waits for a node to answer
     (logging once, backing off to 5 s), as a worker waits for a single Redis that is not up yet.
+
+    Connections: a worker pool's model threads share this client, each holding a connection through
+    its blocking stream read, so a pool of N models uses N + 1 at once. redis-py 8 caps a client at
+    100 (per node) and raises ``MaxConnectionsError`` beyond, a ``ConnectionError`` the worker takes
+    for an outage (backing off up to 5 s, its lease expiring): a pool of 100 models learned at a
+    fraction of its rate. The cap is :data:`WORKER_MAX_CONNECTIONS`; the threads are the real bound.
     """
     url = redis_url(settings)
     options: dict[str, Any] = {
@@ -93,6 +101,7 @@ def worker_client(settings: Settings) -> RedisClient:
         "socket_timeout": settings.block_ms / 1000 + settings.redis_timeout,
         "socket_keepalive": True,
         "retry": Retry(NoBackoff(), 0),
+        "max_connections": WORKER_MAX_CONNECTIONS,
     }
     if is_cluster_url(url):
         return _waiting(lambda: _cluster(url, options), url)
@@ -227,6 +236,7 @@ def _waiting(connect: Callable[[], T], url: str) -> T:
 
 __all__ = [
     "OUTAGE_ERRORS",
+    "WORKER_MAX_CONNECTIONS",
     "AsyncRedisClient",
     "ClusterUnreachable",
     "NotACluster",

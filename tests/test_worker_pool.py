@@ -3,6 +3,7 @@ new models picked up without restarts, a dead pool's models taken over, a joiner
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
+from digitstream.connections import worker_client
 from digitstream.learner.params import HyperParameters
 from digitstream.protocol import N_PIXELS, Keys
 from digitstream.registry import MEMBERS_KEY, ModelConfig, Registry
@@ -117,6 +119,34 @@ def test_two_pools_share_the_registered_models_and_pick_up_a_new_one_without_res
         )
         snapshot = read_snapshot(redis_client, Keys.for_model(model))
         assert snapshot is not None and state_difference(snapshot.learner(), expected) < 1e-9
+
+
+def test_a_pool_of_more_models_than_redis_pys_default_connection_limit_runs_without_outages(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Each model thread holds a connection through its blocking read: 120 models need 121 at once. redis-py 8
+    caps a client at 100 unless told otherwise, and the pool (the CLI's client) must not meet that cap as
+    a Redis outage (backing off, leases expiring)."""
+    images, labels = digits
+    settings = make_settings(block_ms=500, snapshot_interval=0.1)
+    models = [f"c{i:03d}" for i in range(120)]
+    register(redis_client, models)
+    for i, model in enumerate(models):
+        publish(redis_client, Keys.for_model(model).samples, images[i : i + 10], labels[i : i + 10])
+    client = worker_client(settings)
+    try:
+        with pool_running(WorkerPool(settings, client, ("*",), interval=0.1)):
+            wait_for(lambda: all(learned(redis_client, m) == 10 for m in models), 120, what="every model learned")
+            time.sleep(1.5)  # every model thread idle in its blocking read, at once
+
+            def faults() -> dict[str, list[Any]]:
+                statuses = redis_client.mget([Keys.for_model(m).worker_status for m in models])
+                found = {m: json.loads(raw)["faults"] for m, raw in zip(models, statuses, strict=True) if raw}
+                return {m: f for m, f in found.items() if f}
+
+            assert faults() == {}, "no model met an outage"
+    finally:
+        client.close()
 
 
 def test_a_killed_pools_models_resume_within_the_lease_and_a_joining_pool_takes_its_share(

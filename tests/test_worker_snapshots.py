@@ -188,6 +188,25 @@ def test_a_large_lag_is_exact_on_redis_7_and_a_lower_bound_on_redis_6(make_worke
     assert latest(redis_client, worker.keys).meta["metrics"]["lag"] == 0
 
 
+def test_on_redis_6_a_large_lag_is_counted_again_only_after_as_many_entries_were_learned(
+    make_worker, redis_client, digits
+) -> None:
+    """Redis 6.2 counts the lag by reading the entries: a count of 5,500 entries is not repeated at every
+    snapshot (each would read more than the 500 learned since); meanwhile the lag is the lower bound
+    count - learned since (here exact: nothing is published meanwhile)."""
+    if int(str(redis_client.info("server")["redis_version"]).split(".")[0]) >= 7:
+        pytest.skip("Redis >= 7 counts the lag in O(1) (entries-added)")
+    images, labels = digits
+    worker = make_worker(batch_size=500, snapshot_every=500, keep_versions=20)
+    publish(redis_client, worker.keys.samples, images[:6000], labels[:6000])
+
+    worker.run(burst=True)
+
+    metrics = [read_snapshot(redis_client, worker.keys, v).meta["metrics"] for v in range(1, 13)]  # type: ignore[union-attr]
+    assert [m["lag"] for m in metrics] == list(range(5500, -1, -500))
+    assert [m["lag_at_least"] for m in metrics] == [False] + [True] * 10 + [False], "counted at 500 and 6,000 only"
+
+
 # -- retention ------------------------------------------------------------------------------------
 
 
