@@ -1,14 +1,19 @@
 """Many models: the registry at 1,000 models, worker pools scaling over 100, and a chaos run over 50.
 
-    python -m digitstream.benchmarks.models [--data DIR] [--quick] [--parts registry,scaling,chaos]
+    python -m digitstream.benchmarks.models [--data DIR] [--quick] [--repeat N] [--parts registry,scaling,cluster,chaos]
 
 * **registry**: 1,000 registered models, each with a snapshot. Redis memory per model (one version,
   and at the default version policy's most versions), an API process (``digitstream serve``, real
   uvicorn) answering predictions for random models: its RSS stays bounded by ``served_models_max``;
   the first prediction of a cold model (not in the LRU): p50 and p99.
-* **scaling**: 100 models with their own streams, learned by 1 and then by 2 ``digitstream worker
-  --models all`` processes; aggregate samples/s (between 10 % and 90 % of the work, so start-up
-  and the tail do not count) and the ratio.
+* **scaling**: 100 models with their own streams, learned by 1 and by 2 ``digitstream worker
+  --models all`` processes, in alternation (1, 2, 2, 1, ... ``--repeat`` times each); aggregate
+  samples/s (between 10 % and 90 % of the work, so start-up and the tail do not count), the
+  medians' ratio, the CPU the pools and Redis used, and the load average around each run.
+* **cluster**: the scaling part's work for 1 pool on a single redis-server and on a local Redis
+  Cluster of 3 masters with a replica each (``digitstream.clients.local_cluster``), both Debian's
+  redis-server 7 (the cluster needs it; the other parts use the embedded server), in alternation;
+  both rates and their ratio. Skipped, saying why, without redis-server 7 and redis-cli.
 * **chaos**: 50 models, pools SIGKILLed and started at random while samples are published at a
   steady pace; after the drain every model's weights are compared with its uninterrupted run.
 """
@@ -24,6 +29,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +40,8 @@ import numpy as np
 import redis
 
 from digitstream.clients.embedded_redis import RedisServer, free_port
+from digitstream.clients.local_cluster import ClusterUnavailable, LocalCluster, find_binaries
+from digitstream.connections import RedisClient, client_client, is_cluster
 from digitstream.learner import HyperParameters, new_learner
 from digitstream.protocol import N_PIXELS, Keys, encode_sample
 from digitstream.registry import ModelConfig, Registry
@@ -42,7 +52,7 @@ from digitstream.store import read_snapshot, write_snapshot
 from .endurance import Child, clean_env, rss_mb
 from .suite import default_data_dir
 
-PARTS = ("registry", "scaling", "chaos")
+PARTS = ("registry", "scaling", "cluster", "chaos")
 
 
 def load_digits(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +62,7 @@ def load_digits(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return train.images.reshape(len(train.labels), N_PIXELS), train.labels.astype(np.int64)
 
 
-def register(client: redis.Redis, names: list[str], stream: str | None = None) -> None:
+def register(client: RedisClient, names: list[str], stream: str | None = None) -> None:
     registry = Registry(client)
     for name in names:
         registry.create(
@@ -60,19 +70,18 @@ def register(client: redis.Redis, names: list[str], stream: str | None = None) -
         )
 
 
-def publish(client: redis.Redis, stream: str, images: np.ndarray, labels: np.ndarray) -> None:
+def publish(client: RedisClient, stream: str, images: np.ndarray, labels: np.ndarray) -> None:
     pipe = client.pipeline(transaction=False)
     for image, label in zip(images, labels, strict=True):
         pipe.xadd(stream, encode_sample(image, int(label)))  # type: ignore[arg-type]
     pipe.execute()
 
 
-def learned(client: redis.Redis, models: list[str]) -> list[int]:
+def learned(client: RedisClient, models: list[str]) -> list[int]:
     """Samples each model's worker has committed (its status), 0 when it has none yet."""
-    out = []
-    for raw in client.mget([Keys.for_model(m).worker_status for m in models]):
-        out.append(int(json.loads(raw)["samples_learned"]) if raw else 0)
-    return out
+    keys = [Keys.for_model(m).worker_status for m in models]
+    found: list[Any] = client.mget_nonatomic(keys) if is_cluster(client) else client.mget(keys)  # type: ignore[union-attr]
+    return [int(json.loads(raw)["samples_learned"]) if raw else 0 for raw in found]
 
 
 # -- registry ---------------------------------------------------------------------------------------
@@ -174,22 +183,54 @@ def cpu_seconds(pid: int) -> float:
 # -- scaling ----------------------------------------------------------------------------------------
 
 
-def pools_rate(
-    server: RedisServer, images: np.ndarray, labels: np.ndarray, n_pools: int, n_models: int, per_model: int, work: Path
-) -> dict[str, Any]:
+@dataclass
+class Target:
+    """The Redis the pools learn from: one server or a cluster (its URL, a client, its processes)."""
+
+    url: str
+    client: RedisClient
+    pids: list[int]
+    flush: Callable[[], None]
+    version: str
+
+
+def single_target(server: RedisServer) -> Target:
+    assert server.process is not None
     client = redis.Redis.from_url(server.url)
-    client.flushall()
+    version = str(client.info("server")["redis_version"])
+
+    def flush() -> None:
+        client.flushall()
+
+    return Target(server.url, client, [server.process.pid], flush, version)
+
+
+def cluster_target(cluster: LocalCluster) -> Target:
+    client = client_client(load_settings(redis_url=cluster.url))
+    pids = [node.server.process.pid for node in cluster.nodes if node.server.process is not None]
+    version = str(cluster.nodes[0].command("INFO", "server")["redis_version"])  # type: ignore[index]
+    return Target(cluster.url, client, pids, cluster.flush, version)
+
+
+def pools_rate(
+    target: Target, images: np.ndarray, labels: np.ndarray, n_pools: int, n_models: int, per_model: int, work: Path
+) -> dict[str, Any]:
+    client = target.client
+    target.flush()
     names = [f"m{i:03d}" for i in range(n_models)]
     register(client, names)
+    stage = {name: f"{Keys.for_model(name).tag}:stage" for name in names}  # in the stream's slot (RENAME)
     for i, name in enumerate(names):  # staged aside, moved into place (RENAME) once the pools have settled
         start = (i * 97) % (len(labels) - per_model)
-        publish(client, f"stage:{name}", images[start : start + per_model], labels[start : start + per_model])
+        publish(client, stage[name], images[start : start + per_model], labels[start : start + per_model])
     total = n_models * per_model
-    env = clean_env(redis_url=server.url)
+    env = clean_env(redis_url=target.url)
+    log = work / f"pool{n_pools}-{time.monotonic_ns()}"
     pools = [
-        Child(f"pool{p}", ["worker", "--models", "all", "--log-level", "WARNING"], work / f"pool{n_pools}-{p}.log", env)
+        Child(f"pool{p}", ["worker", "--models", "all", "--log-level", "WARNING"], Path(f"{log}-{p}.log"), env)
         for p in range(n_pools)
     ]
+    load_before = os.getloadavg()[0]
     for pool in pools:
         pool.start()
 
@@ -201,17 +242,13 @@ def pools_rate(
     deadline = time.monotonic() + 120
     while not settled():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the pools did not settle: {(work / f'pool{n_pools}-0.log').read_text()[-2000:]}")
+            raise RuntimeError(f"the pools did not settle: {Path(f'{log}-0.log').read_text()[-2000:]}")
         time.sleep(0.1)
     time.sleep(1.0)
-    pipe = client.pipeline(transaction=False)
-    for name in names:
-        pipe.rename(f"stage:{name}", Keys.for_model(name).samples)
-    pipe.execute()
+    for name in names:  # one by one: a cluster pipeline refuses RENAME (~10 ms for 100)
+        client.rename(stage[name], Keys.for_model(name).samples)
     renamed = time.perf_counter()
-    assert server.process is not None
-    redis_pid = server.process.pid
-    cpu_before = {p.pid: cpu_seconds(p.pid) for p in pools} | {redis_pid: cpu_seconds(redis_pid)}
+    cpu_before = {p.pid: cpu_seconds(p.pid) for p in pools} | {pid: cpu_seconds(pid) for pid in target.pids}
     marks: dict[float, float] = {}
     try:
         deadline = time.monotonic() + 600
@@ -232,24 +269,149 @@ def pools_rate(
     if 1.0 not in marks:
         raise RuntimeError(f"the pools did not learn everything: {sum(learned(client, names))} of {total}")
     middle = marks[0.9] - marks[0.1]
+    whole = marks[1.0] - renamed
     return {
         "pools": n_pools, "models": n_models, "samples": total,
         "rate": 0.8 * total / middle if middle > 0 else None,  # between 10 % and 90 % of the work
-        "rate_whole": total / (marks[1.0] - renamed),  # from the samples' arrival to the last commit
+        "rate_whole": total / whole,  # from the samples' arrival to the last commit
         # CPU seconds per wall second while learning: what the 2 cores did (pools, and Redis itself)
-        "pool_cores": sum(v for pid, v in busy.items() if pid != redis_pid) / (marks[1.0] - renamed),
-        "redis_cores": busy[redis_pid] / (marks[1.0] - renamed),
+        "pool_cores": sum(busy[p.pid] for p in pools) / whole,
+        "redis_cores": sum(busy[pid] for pid in target.pids) / whole,
+        "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
     }  # fmt: skip
 
 
+def _rate(run: dict[str, Any]) -> float:
+    return float(run["rate"] or run["rate_whole"])
+
+
+def alternated(cases: dict[str, Callable[[], dict[str, Any]]], repeat: int) -> dict[str, list[dict[str, Any]]]:
+    """Each case ``repeat`` times, in the order A B B A A B ... (a drift of the machine's load favours neither)."""
+    names = list(cases)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for r in range(repeat):
+        for name in names if r % 2 == 0 else reversed(names):
+            runs[name].append(cases[name]())
+    return runs
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median run's figures (by rate), with every run's rate."""
+    ordered = sorted(runs, key=_rate)
+    median = ordered[(len(ordered) - 1) // 2]
+    return {
+        **median,
+        "rate_median": statistics.median(_rate(r) for r in runs),
+        "rates": [round(_rate(r)) for r in runs],
+    }
+
+
 def scaling_part(
-    server: RedisServer, images: np.ndarray, labels: np.ndarray, quick: bool, work: Path
+    server: RedisServer, images: np.ndarray, labels: np.ndarray, quick: bool, work: Path, repeat: int = 2
 ) -> dict[str, Any]:
     n_models, per_model = (20, 5000) if quick else (100, 5000)
-    one = pools_rate(server, images, labels, 1, n_models, per_model, work)
-    two = pools_rate(server, images, labels, 2, n_models, per_model, work)
-    key = "rate" if one["rate"] and two["rate"] else "rate_whole"
-    return {"one_pool": one, "two_pools": two, "ratio": two[key] / one[key], "ratio_of": key}
+    target = single_target(server)
+    runs = alternated(
+        {
+            "one_pool": lambda: pools_rate(target, images, labels, 1, n_models, per_model, work),
+            "two_pools": lambda: pools_rate(target, images, labels, 2, n_models, per_model, work),
+        },
+        1 if quick else repeat,
+    )
+    one, two = summary(runs["one_pool"]), summary(runs["two_pools"])
+    return {
+        "redis": target.version,
+        "one_pool": one,
+        "two_pools": two,
+        "ratio": two["rate_median"] / one["rate_median"],
+    }
+
+
+@contextmanager
+def redis_7(work: Path) -> Iterator[tuple[RedisServer, LocalCluster]]:
+    """A single redis-server 7 and a local cluster of 3 masters and 3 replicas, from the same binary."""
+    binaries = find_binaries()
+    with RedisServer(work / "redis-7", appendonly=False, binary=binaries[0]) as single:
+        cluster = LocalCluster(work / "cluster", binaries=binaries).start()
+        try:
+            yield single, cluster
+        finally:
+            cluster.stop()
+
+
+def cluster_part(
+    server: RedisServer, images: np.ndarray, labels: np.ndarray, quick: bool, work: Path, repeat: int = 2
+) -> dict[str, Any]:
+    """The scaling part's work for one pool: a single redis-server 7 against a 3-master/3-replica cluster."""
+    n_models, per_model = (20, 5000) if quick else (100, 5000)
+    try:
+        find_binaries()
+    except ClusterUnavailable as exc:
+        return {"skipped": str(exc)}
+    with redis_7(work) as (single, cluster):
+        one, many = single_target(single), cluster_target(cluster)
+        runs = alternated(
+            {
+                "single": lambda: pools_rate(one, images, labels, 1, n_models, per_model, work),
+                "cluster": lambda: pools_rate(many, images, labels, 1, n_models, per_model, work),
+            },
+            1 if quick else repeat,
+        )
+        single_run, cluster_run = summary(runs["single"]), summary(runs["cluster"])
+        return {
+            "redis": one.version, "nodes": len(many.pids), "masters": cluster.masters,
+            "single": single_run, "cluster": cluster_run,
+            "ratio": cluster_run["rate_median"] / single_run["rate_median"],
+        }  # fmt: skip
+
+
+def report_text(report: dict[str, Any]) -> str:
+    """The scaling and cluster parts as the Markdown section of BENCHMARKS.md."""
+    lines = []
+    scaling, cluster = report.get("scaling"), report.get("cluster")
+    header = "| case | samples/s (median) | runs | pool cores | Redis cores | load before / after |"
+    rule = "| --- | ---: | --- | ---: | ---: | --- |"
+
+    def row(name: str, r: dict[str, Any]) -> str:
+        runs = ", ".join(f"{v:,}" for v in r["rates"])
+        load = f"{r['load_before']:.2f} / {r['load_after']:.2f}"
+        return (
+            f"| {name} | {r['rate_median']:,.0f} | {runs} | {r['pool_cores']:.2f} | {r['redis_cores']:.2f} | {load} |"
+        )
+
+    if scaling:
+        one = scaling["one_pool"]
+        lines += [
+            f"{one['models']} models, {one['samples'] // one['models']:,} samples each in its own stream, learned by "
+            f"`digitstream worker --models all` processes (redis-server {scaling['redis']}); samples/s between "
+            f"10 % and 90 % of the work, runs in alternation; the CPU columns are the median run's (cores "
+            f"while learning).",
+            "",
+            header,
+            rule,
+            row("1 pool", scaling["one_pool"]),
+            row("2 pools", scaling["two_pools"]),
+            "",
+            f"2 pools / 1 pool: **{scaling['ratio']:.2f}x** (goal >= 1.6x on this 2-core machine: "
+            f"{'met' if scaling['ratio'] >= 1.6 else 'NOT met'}).",
+        ]
+    if cluster and "skipped" in cluster:
+        lines += ["", f"Cluster comparison skipped: {cluster['skipped']}"]
+    elif cluster:
+        lines += [
+            "",
+            f"The same work for 1 pool on a single redis-server {cluster['redis']} and on a local Redis Cluster "
+            f"({cluster['masters']} masters with a replica each, {cluster['nodes']} processes, the same binary), "
+            f"in alternation:",
+            "",
+            header,
+            rule,
+            row("single node", cluster["single"]),
+            row("cluster", cluster["cluster"]),
+            "",
+            f"cluster / single node: **{cluster['ratio']:.2f}x**.",
+        ]
+    return "\n".join(lines)
 
 
 # -- chaos ------------------------------------------------------------------------------------------
@@ -331,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each case, in alternation (scaling, cluster)")
     parser.add_argument("--parts", default=",".join(PARTS))
     args = parser.parse_args(argv)
     images, labels = load_digits(args.data or default_data_dir())
@@ -339,11 +502,17 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         with RedisServer(work / "redis", appendonly=False) as server:
             for part in args.parts.split(","):
-                run = {"registry": registry_part, "scaling": scaling_part, "chaos": chaos_part}[part]
                 started = time.monotonic()
-                report[part] = run(server, images, labels, args.quick, work)
+                if part in ("scaling", "cluster"):
+                    run = {"scaling": scaling_part, "cluster": cluster_part}[part]
+                    report[part] = run(server, images, labels, args.quick, work, args.repeat)
+                else:
+                    other = {"registry": registry_part, "chaos": chaos_part}[part]
+                    report[part] = other(server, images, labels, args.quick, work)
                 report[part]["seconds"] = round(time.monotonic() - started, 1)
                 print(part, json.dumps(report[part], indent=2), flush=True)
+    if "scaling" in report or "cluster" in report:
+        print(f"\n{report_text(report)}")
     return 0
 
 
