@@ -1,6 +1,6 @@
 """The batches handed to the learner thread and not finished yet, in stream order.
 
-The learner thread (one per worker, a ``ThreadPoolExecutor`` of one) learns each batch on the
+The learner thread (one per worker, ``worker.learner_thread``) learns each batch on the
 learner the batch before it leaves, so a batch can be queued before the one ahead of it is
 finished: the learner goes from batch to batch while the main thread finishes the one before
 (dead letters, position, metrics). Only the learner thread touches the learner while a batch is in
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from digitstream.learner import Learner
 from digitstream.protocol import DecodedBatch
 
 from .isolate import Learned, learn_guarded
+from .learner_thread import LearnerThread
 
 
 @dataclass
@@ -45,7 +46,7 @@ class InFlight:
 class LearnerQueue:
     """The batches in flight, oldest first; ``submit`` queues one behind them."""
 
-    def __init__(self, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, executor: LearnerThread) -> None:
         self._executor = executor
         self._jobs: deque[InFlight] = deque()
 

@@ -32,7 +32,6 @@ import os
 import socket
 import uuid
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from digitstream.connections import RedisClient
@@ -46,6 +45,7 @@ from digitstream.store import LeaseLost, latest_version
 from .commit import Commits, load_latest
 from .dedupe import Producers
 from .inflight import InFlight, LearnerQueue
+from .learner_thread import LearnerThread
 from .isolate import DIVERGED, Learned, as_fields, decode_isolating, offender_fields
 from .lease import Claim, Lease
 from .metrics import ROLLING_ARRAY, OnlineMetrics
@@ -121,7 +121,7 @@ class Worker:
     # -- main loop ------------------------------------------------------------------------------
     def run(self, burst: bool = False) -> None:
         """Learn until stopped (or, with ``burst``, until the stream is drained)."""
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digitstream-learner")
+        executor = LearnerThread(f"digitstream-learner-{self.keys.model}")
         new_learner(self.settings.hyper_parameters())  # a hot standby: kernels compiled (or loaded) now
         try:
             while not self._stopping:
@@ -137,11 +137,11 @@ class Worker:
         except WorkerStopped:
             log.warning("stopped while Redis was unreachable; the next worker continues from the last snapshot")
         finally:
-            executor.shutdown(wait=True)
+            executor.shutdown()
             self._release()
         self.state = "stopped"
 
-    def _learn(self, executor: ThreadPoolExecutor, burst: bool) -> None:
+    def _learn(self, executor: LearnerThread, burst: bool) -> None:
         in_flight = LearnerQueue(executor)  # handed to the learner thread, not finished yet (at most 2)
         pending: deque[_Piece] = deque()  # pieces of the last read not yet handed to the learner
         cut = False  # whether the last read was cut in pieces
