@@ -45,8 +45,8 @@ from digitstream.store import LeaseLost, latest_version
 from .commit import Commits, load_latest
 from .dedupe import Producers
 from .inflight import InFlight, LearnerQueue
-from .learner_thread import LearnerThread
 from .isolate import DIVERGED, Learned, as_fields, decode_isolating, offender_fields
+from .learner_thread import LearnerThread
 from .lease import Claim, Lease
 from .metrics import ROLLING_ARRAY, OnlineMetrics
 from .pieces import pieces, skip_consumed
