@@ -41,22 +41,26 @@ JOIN_GOAL = 10.0
 DEATH_MARGIN = 2.0  # seconds beyond the lease TTL
 
 
-def _holders(client: redis.Redis, names: list[str]) -> dict[str, str | None]:
+def holders(client: redis.Redis, names: list[str]) -> dict[str, str | None]:
+    """Each model's lease holder: the pool id (None: the lease is free)."""
     found: list[bytes | None] = [client.get(Keys.for_model(name).lease) for name in names]  # type: ignore[misc]
     return {name: v.decode().split("/")[0] if v else None for name, v in zip(names, found, strict=True)}
 
 
-def _live_pools(client: redis.Redis) -> set[str]:
+def live_pools(client: redis.Redis) -> set[str]:
+    """The pool ids in the membership set that have not expired, on the server's clock."""
     seconds, micros = client.time()
     now_ms = seconds * 1000 + micros // 1000
     members: list[bytes] = client.zrangebyscore(MEMBERS_KEY, f"({now_ms}", "+inf")  # type: ignore[assignment]
     return {m.decode() for m in members}
 
 
-def _settled(client: redis.Redis, names: list[str], pools: int) -> bool:
-    live = _live_pools(client)
+def settled(client: redis.Redis, names: list[str], pools: int) -> bool:
+    """``pools`` live pools, and each model's lease held by its rendezvous owner among them (a pool may
+    win none of a few models)."""
+    live = live_pools(client)
     wanted = {name: owner(name, dict.fromkeys(live, ("*",))) for name in names}
-    return len(live) == pools and _holders(client, names) == wanted
+    return len(live) == pools and holders(client, names) == wanted
 
 
 def _until(condition: Any, timeout: float) -> float | None:
@@ -71,10 +75,10 @@ def _until(condition: Any, timeout: float) -> float | None:
 
 def _kill_the_busier(client: redis.Redis, pools: list[Child], names: list[str]) -> float | None:
     """SIGKILL the live pool holding more models; seconds until each of them has learned more (None: 60 s)."""
-    holders = _holders(client, names)
+    held = holders(client, names)
     alive = [p for p in pools if p.alive()]
-    victim = max(alive, key=lambda p: sum(f":{p.pid}:" in (h or "") for h in holders.values()))
-    victims = [name for name, h in holders.items() if h and f":{victim.pid}:" in h]
+    victim = max(alive, key=lambda p: sum(f":{p.pid}:" in (h or "") for h in held.values()))
+    victims = [name for name, h in held.items() if h and f":{victim.pid}:" in h]
     before = learned(client, victims)
     victim.kill()
     return _until(lambda: all(a > b for a, b in zip(learned(client, victims), before, strict=True)), 60)
@@ -106,14 +110,14 @@ def run(
         deaths: list[float | None] = []
         joins: list[float | None] = []
         try:
-            if _until(lambda: _settled(client, names, 2), 120) is None:
+            if _until(lambda: settled(client, names, 2), 120) is None:
                 raise RuntimeError("the two pools did not settle")
             for _ in range(rounds):
                 deaths.append(_kill_the_busier(client, pools, names))
-                if _until(lambda: _settled(client, names, 1), 60) is None:
+                if _until(lambda: settled(client, names, 1), 60) is None:
                     raise RuntimeError("the survivor did not take every model")
                 pools.append(Child(f"pool{len(pools)}", args, work / f"pool{len(pools)}.log", env).start())
-                joins.append(_until(lambda: _settled(client, names, 2), 60))
+                joins.append(_until(lambda: settled(client, names, 2), 60))
         finally:
             stop.set()
             feeder.join()

@@ -16,10 +16,11 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
+from digitstream.benchmarks import handover
 from digitstream.connections import worker_client
 from digitstream.learner.params import HyperParameters
 from digitstream.protocol import N_PIXELS, Keys
-from digitstream.registry import MEMBERS_KEY, ModelConfig, Registry
+from digitstream.registry import ModelConfig, Registry
 from digitstream.settings import Settings, load_settings
 from digitstream.store import read_snapshot
 from digitstream.worker.pool import WorkerPool, owner, parse_patterns
@@ -101,12 +102,9 @@ def test_two_pools_share_the_registered_models_and_pick_up_a_new_one_without_res
         assert b.models and a.models, "both pools have a share of the six models"
 
         # one writer per model: the lease is held by the pool that runs it (once the hand-over is done)
-        def holders() -> dict[str, str | None]:
-            found = {m: redis_client.get(Keys.for_model(m).lease) for m in models}
-            return {m: v.decode().split("/")[0] if v else None for m, v in found.items()}
-
         wanted = {m: "pool-a" if m in a.models else "pool-b" for m in models}
-        wait_for(lambda: holders() == wanted, 10, what=f"leases held by their pools: {holders()}")
+        wait_for(lambda: handover.holders(redis_client, models) == wanted, 10,
+                 what=lambda: f"leases held by their pools: {handover.holders(redis_client, models)}")  # fmt: skip
 
         late = register(redis_client, ["late"])["late"]
         publish(redis_client, late.keys.samples, images[:300], labels[:300])
@@ -165,21 +163,11 @@ def test_a_killed_pools_models_resume_within_the_lease_and_a_joining_pool_takes_
     args = ("--models", "all", "--lease-ttl", str(ttl), "--snapshot-interval", "0.1", "--batch-size", "100")
     env = {"DIGITSTREAM_REDIS_URL": redis_url}
 
-    def holders() -> dict[str, str]:
-        found = {m: redis_client.get(Keys.for_model(m).lease) for m in models}
-        return {m: v.decode().split("/")[0] for m, v in found.items() if v is not None}
-
-    def live_pools() -> set[str]:
-        seconds, micros = redis_client.time()
-        now_ms = seconds * 1000 + micros // 1000
-        return {m.decode() for m in redis_client.zrangebyscore(MEMBERS_KEY, f"({now_ms}", "+inf")}
+    def holders() -> dict[str, str | None]:
+        return handover.holders(redis_client, models)
 
     def settled(pools: int) -> bool:
-        """``pools`` live pools, and each model's lease held by its rendezvous owner among them
-        (rendezvous may give a pool none of six models: about one time in 64)."""
-        live = live_pools()
-        wanted = {m: owner(m, dict.fromkeys(live, ("*",))) for m in models}
-        return len(live) == pools and holders() == wanted
+        return handover.settled(redis_client, models, pools)
 
     first = WorkerProcess(tmp_path / "first.log", *args, env=env)
     second = WorkerProcess(tmp_path / "second.log", *args, env=env)
@@ -188,10 +176,12 @@ def test_a_killed_pools_models_resume_within_the_lease_and_a_joining_pool_takes_
         wait_for(
             lambda: all(learned(redis_client, m) == 1000 for m in models), 90, what=lambda: f"learning\n{first.log()}"
         )
-        wait_for(lambda: settled(2), 30, what=lambda: f"both pools active: {holders()}\n{live_pools()}")
+        wait_for(
+            lambda: settled(2), 30, what=lambda: f"both pools active: {holders()}\n{handover.live_pools(redis_client)}"
+        )
         # the victim is the pool holding more models (rendezvous may give one pool none of six)
-        victim = max(processes, key=lambda p: sum(f":{p.pid}:" in pool for pool in holders().values()))
-        victims = [m for m, pool in holders().items() if f":{victim.pid}:" in pool]
+        victim = max(processes, key=lambda p: sum(f":{p.pid}:" in (pool or "") for pool in holders().values()))
+        victims = [m for m, pool in holders().items() if pool and f":{victim.pid}:" in pool]
         assert victims, f"the victim holds some models: {holders()}"
         victim.kill()
         killed_at = time.monotonic()
@@ -209,7 +199,11 @@ def test_a_killed_pools_models_resume_within_the_lease_and_a_joining_pool_takes_
 
         third = WorkerProcess(tmp_path / "third.log", *args, env=env)
         processes.append(third)
-        wait_for(lambda: settled(2), 40, what=lambda: f"the joiner's share: {holders()}\n{live_pools()}\n{third.log()}")
+        wait_for(
+            lambda: settled(2),
+            40,
+            what=lambda: f"the joiner's share: {holders()}\n{handover.live_pools(redis_client)}\n{third.log()}",
+        )
         for i, model in enumerate(models):
             publish(
                 redis_client,
