@@ -414,8 +414,7 @@ def test_the_placeholder_passwords_of_env_example_are_refused_when_the_stack_sta
             running = project.containers(service, running_only=True)
             assert running == [], f"{service} runs"
     finally:
-        project.down()
-        project.force_remove()
+        project.tear_down()
 
 
 # -- the deployment, for real -------------------------------------------------------------------------
@@ -530,9 +529,7 @@ def stack(built_images: BuiltImages, mnist_dir: Path, timings: Timings, tmp_path
     try:
         yield Stack(project, redis_port, passwords)
     finally:
-        project.save_logs(ARTIFACTS / f"{project.name}.log")
-        project.down()
-        project.force_remove()
+        project.tear_down(ARTIFACTS / f"{project.name}.log")
 
 
 @pytest.mark.docker
@@ -818,9 +815,7 @@ def cluster_stack(built_images: BuiltImages, timings: Timings, tmp_path: Path) -
     try:
         yield ClusterStack(project, node_ports, passwords)
     finally:
-        project.save_logs(ARTIFACTS / f"{project.name}-cluster.log")
-        project.down()
-        project.force_remove()
+        project.tear_down(ARTIFACTS / f"{project.name}-cluster.log")
 
 
 @pytest.mark.docker

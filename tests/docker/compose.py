@@ -115,6 +115,13 @@ class ComposeProject:
     def down(self) -> None:
         self("down", "--volumes", "--remove-orphans", "--timeout", "20", timeout=300)
 
+    def tear_down(self, logs: Path | None = None) -> None:
+        """At a test's end: save the logs (to ``logs``), ``down``, then remove whatever is left."""
+        if logs is not None:
+            self.save_logs(logs)
+        self.down()
+        self.force_remove()
+
     def save_logs(self, path: Path) -> None:
         result = self("logs", "--no-color", "--timestamps", timeout=120, check=False)
         path.write_text(result.stdout + result.stderr)
