@@ -93,7 +93,7 @@ class LearningWatch:
         self._keys = keys
         self._script = client.register_script(BACKLOG_SCRIPT)
         self._heartbeat: tuple[float, float] | None = None  # (status updated_at, service monotonic when it changed)
-        self._positions: dict[int, SnapshotMeta | None] = {}  # latest version -> its meta (None: unreadable)
+        self._latest_meta: dict[int, SnapshotMeta | None] = {}  # latest version -> its meta (None: unreadable)
         self._measured_at = -1e9
         self.current: Learning = Learning("unknown", None)
 
@@ -131,10 +131,10 @@ class LearningWatch:
             return None
         if served is not None and served_version == latest:
             return served
-        if latest not in self._positions:  # pinned to an older version: read the latest one's (once per version)
+        if latest not in self._latest_meta:  # pinned to an older version: read the latest one's (once per version)
             raw = await self._client.hget(self._keys.snapshot(latest), META_FIELD)
-            self._positions = {latest: _meta_of(raw)}
-        return self._positions[latest]
+            self._latest_meta = {latest: _meta_of(raw)}
+        return self._latest_meta[latest]
 
     async def _backlog(self, position: SnapshotMeta | None) -> tuple[int | None, bool]:
         """Stream entries after the position (Redis counts them), and whether that is a lower bound."""
